@@ -1,0 +1,131 @@
+"""Shared pieces of the ComfyUI adapters: socket types, folders, device, progress/cancel."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import torch
+
+import folder_paths
+
+from tav.progress import ProgressFn
+
+log = logging.getLogger("tuneavideo")
+
+#: socket type carrying a :class:`tav.pipeline.Pipeline`
+PIPELINE = "TAV_PIPELINE"
+#: socket type carrying DDIM-inverted noise: ``{"latents": [1,C,F,h,w] scaled, "steps", "fingerprint", ...}``
+INVERTED = "TAV_INVERTED"
+
+CATEGORY = "Tune-A-Video"
+TUNED_FOLDER = "tuneavideo"
+TUNED_EXTS = {".safetensors"}
+VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif", ".webp")
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+#: attribute set on tuned pipelines so Save Tuned can write complete metadata
+TUNE_INFO_ATTR = "tav_tune_info"
+
+
+def register_folders() -> None:
+    """Register ``models/tuneavideo`` (keeping any paths an extra_model_paths.yaml already added)."""
+    default = os.path.join(folder_paths.models_dir, TUNED_FOLDER)
+    if TUNED_FOLDER in folder_paths.folder_names_and_paths:
+        paths, _ = folder_paths.folder_names_and_paths[TUNED_FOLDER]
+        if default not in paths:
+            paths.append(default)
+        folder_paths.folder_names_and_paths[TUNED_FOLDER] = (paths, set(TUNED_EXTS))
+    else:
+        folder_paths.folder_names_and_paths[TUNED_FOLDER] = ([default], set(TUNED_EXTS))
+
+
+def device() -> torch.device:
+    """The device ComfyUI computes on (honours ``--cpu``)."""
+    import comfy.model_management as mm
+
+    return mm.get_torch_device()
+
+
+def load_dtype(precision: str, dev: torch.device) -> torch.dtype:
+    """Weight dtype for a loader's ``precision`` widget: auto = fp16 on CUDA, fp32 elsewhere."""
+    if precision == "fp32" or (precision == "auto" and dev.type != "cuda"):
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.float16
+
+
+def free_comfy_memory() -> None:
+    """Let ComfyUI's own models make room before tav work on the GPU."""
+    import comfy.model_management as mm
+
+    if device().type != "cpu":
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+
+
+def progress(label: str = "") -> ProgressFn:
+    """A tav progress callback: drives ComfyUI's progress bar and raises on Cancel."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar: Optional[comfy.utils.ProgressBar] = None
+    mm.throw_exception_if_processing_interrupted()
+
+    def callback(step: int, total: int) -> None:
+        nonlocal bar
+        mm.throw_exception_if_processing_interrupted()
+        if bar is None:
+            bar = comfy.utils.ProgressBar(total)
+        bar.update_absolute(step, total)
+
+    return callback
+
+
+def check_interrupt() -> None:
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+def size_error(width: Any, height: Any, multiple: int = 8) -> Optional[str]:
+    """A readable message when width/height are not positive multiples of ``multiple``."""
+    for name, v in (("width", width), ("height", height)):
+        if v is None:
+            continue
+        if int(v) < multiple or int(v) % multiple:
+            return f"{name} must be a positive multiple of {multiple}, got {v} (try {max(multiple, int(v) // multiple * multiple)})"
+    return None
+
+
+def int_error(name: str, value: Any, lo: int, hi: Optional[int] = None) -> Optional[str]:
+    if value is None:
+        return None
+    if int(value) < lo:
+        return f"{name} must be at least {lo}, got {value}"
+    if hi is not None and int(value) > hi:
+        return f"{name} must be at most {hi}, got {value}"
+    return None
+
+
+def first_error(*messages: Optional[str]) -> bool | str:
+    """``True`` if every check passed, else the first message (the VALIDATE_INPUTS convention)."""
+    for m in messages:
+        if m:
+            return m
+    return True
+
+
+def conditioning_embeds(cond: Any) -> torch.Tensor:
+    """The token embeddings ``[1, T, D]`` of a stock CONDITIONING (first entry)."""
+    if not isinstance(cond, (list, tuple)) or not cond or not isinstance(cond[0][0], torch.Tensor):
+        raise ValueError("expected a CONDITIONING from a text encoder node such as CLIP Text Encode")
+    if len(cond) > 1:
+        log.warning("Tune-A-Video: only the first of %d conditioning entries is used", len(cond))
+    emb = cond[0][0]
+    return emb[:1] if emb.ndim == 3 else emb.unsqueeze(0)
+
+
+def widget_bool(value: Any) -> bool:
+    return bool(value) and str(value).lower() not in ("false", "0", "no")

@@ -1,0 +1,200 @@
+"""Load Video / Save Video: files in ComfyUI's input and output folders <-> IMAGE batches."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+import folder_paths
+
+from tav import video_io
+
+from .common import CATEGORY, VIDEO_EXTS, first_error, int_error, size_error
+
+RESIZE_MODES = list(video_io.RESIZE_MODES)
+#: playback rate reported when frames come from an IMAGE input (no file to read it from)
+IMAGES_FPS = 8.0
+
+
+def video_files() -> list[str]:
+    """Video files in the input folder (sub-folders included), sorted."""
+    root = folder_paths.get_input_directory()
+    out = []
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        for f in files:
+            if f.lower().endswith(VIDEO_EXTS):
+                out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _allowed_roots() -> list[str]:
+    return [
+        os.path.realpath(d)
+        for d in (folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory())
+    ]
+
+
+def resolve_video(video: Optional[str], path: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """``(absolute path, None)`` or ``(None, readable error)``. ``path`` wins when given; it must
+    lie inside ComfyUI's input, output or temp folder (relative paths are taken from input)."""
+    if path and path.strip():
+        raw = os.path.expanduser(path.strip())
+        full = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(folder_paths.get_input_directory(), raw))
+        if not any(os.path.commonpath([full, r]) == r for r in _allowed_roots()):
+            return None, f"path {path!r} is outside ComfyUI's input, output and temp folders"
+        if not os.path.isfile(full):
+            return None, f"video file not found: {path!r}"
+        return full, None
+    if not video:
+        return None, "no video selected: upload one or put it into ComfyUI's input folder"
+    try:
+        full = folder_paths.get_annotated_filepath(video)
+    except Exception:  # noqa: BLE001 - invalid annotation
+        full = None
+    if not full or not os.path.isfile(full):
+        return None, f"video file {video!r} not found in ComfyUI's input folder"
+    return full, None
+
+
+def _resize(frames: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+    """Resize ``[F,H,W,3]`` like :func:`tav.video_io.read_video` does for files."""
+    _, h, w, _ = frames.shape
+    x = frames.permute(0, 3, 1, 2).float()
+    if mode == "none":
+        th, tw = h // 8 * 8, w // 8 * 8
+        top, left = (h - th) // 2, (w - tw) // 2
+        x = x[:, :, top : top + th, left : left + tw]
+    elif mode == "crop":
+        scale = max(width / w, height / h)
+        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - height) // 2, (nw - width) // 2
+        x = x[:, :, top : top + height, left : left + width]
+    elif (h, w) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+class TAV_LoadVideo:
+    """Sample a clip for tuning: n_frames every `stride` frames from `start`, resized to a multiple of 8."""
+
+    CATEGORY = f"{CATEGORY}/video"
+    RETURN_TYPES = ("IMAGE", "INT", "FLOAT")
+    RETURN_NAMES = ("frames", "frame_count", "fps")
+    OUTPUT_TOOLTIPS = (
+        "The sampled frames as an IMAGE batch [frames, height, width, 3].",
+        "How many frames were sampled.",
+        "Playback rate of the sampled clip (source fps / stride).",
+    )
+    FUNCTION = "load"
+    DESCRIPTION = "Load a video (or any IMAGE batch) and sample the clip Tune-A-Video learns from."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "video": (video_files(), {"video_upload": True, "tooltip": "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif, webp). Use the upload button to add one."}),
+                "n_frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "How many frames to sample (the paper: 24)."}),
+                "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "Index of the first sampled frame."}),
+                "stride": ("INT", {"default": 2, "min": 1, "max": 1000, "tooltip": "Take every n-th frame (the paper: 2)."}),
+                "width": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8, "tooltip": "Output width in pixels; must be a multiple of 8."}),
+                "height": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8, "tooltip": "Output height in pixels; must be a multiple of 8."}),
+                "resize": (RESIZE_MODES, {"default": "stretch", "tooltip": "stretch: exactly width x height (the paper). crop: keep the aspect ratio, scale to cover and centre-crop. none: keep the source size, cropped to a multiple of 8."}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Frames from any IMAGE source (e.g. VideoHelperSuite Load Video). When connected, the file is ignored and these frames are sampled and resized instead."}),
+                "path": ("STRING", {"default": "", "tooltip": "Optional path to a video inside ComfyUI's input, output or temp folder (relative paths start in input). Overrides the file picker when not empty."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(
+        cls,
+        input_types: Optional[dict] = None,
+        video: Optional[str] = None,
+        n_frames: Optional[int] = None,
+        start: Optional[int] = None,
+        stride: Optional[int] = None,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+        path: Optional[str] = None,
+    ) -> bool | str:
+        file_error = None
+        if "images" not in (input_types or {}):
+            _, file_error = resolve_video(video, path)
+        return first_error(
+            int_error("n_frames", n_frames, 1, 1024),
+            int_error("start", start, 0),
+            int_error("stride", stride, 1),
+            size_error(width, height),
+            file_error,
+        )
+
+    @classmethod
+    def IS_CHANGED(cls, video: Optional[str] = None, path: Optional[str] = None, **_: Any) -> str:
+        full, err = resolve_video(video, path)
+        if err or full is None:
+            return err or ""
+        st = os.stat(full)
+        return f"{full}:{st.st_size}:{st.st_mtime_ns}"
+
+    def load(
+        self,
+        video: str,
+        n_frames: int,
+        start: int,
+        stride: int,
+        width: int,
+        height: int,
+        resize: str,
+        images: Optional[torch.Tensor] = None,
+        path: str = "",
+    ) -> tuple[torch.Tensor, int, float]:
+        if images is not None:
+            picked = images[start::stride][:n_frames]
+            if picked.shape[0] == 0:
+                raise ValueError(f"start {start} is past the last of the {images.shape[0]} input frames")
+            frames = _resize(picked[..., :3], width, height, resize)
+            return (frames, int(frames.shape[0]), IMAGES_FPS / stride)
+        full, err = resolve_video(video, path)
+        if err:
+            raise ValueError(err)
+        clip = video_io.read_video(
+            full, n_frames=n_frames, start=start, stride=stride, width=width, height=height, resize=resize
+        )
+        return (clip.frames, int(clip.frames.shape[0]), float(clip.fps))
+
+
+class TAV_SaveVideo:
+    """Encode frames to mp4/gif/webp in the output folder and preview them."""
+
+    CATEGORY = f"{CATEGORY}/video"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    DESCRIPTION = "Write an IMAGE batch as a video file into ComfyUI's output folder (shown in the UI)."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames to write, [frames, height, width, 3]."}),
+                "fps": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1, "tooltip": "Playback rate in frames per second (connect Load Video's fps to keep the clip's speed)."}),
+                "format": (["mp4", "gif", "webp"], {"default": "mp4", "tooltip": "mp4: H.264 (needs even width and height). gif / webp: animated images."}),
+                "filename_prefix": ("STRING", {"default": "TuneAVideo", "tooltip": "File name prefix; may contain a sub-folder of the output folder."}),
+            },
+        }
+
+    def save(self, images: torch.Tensor, fps: float, format: str, filename_prefix: str) -> dict:  # noqa: A002
+        out_dir = folder_paths.get_output_directory()
+        f, h, w, _ = images.shape
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, w, h)
+        os.makedirs(folder, exist_ok=True)
+        filename = f"{name}_{counter:05}_.{format}"
+        video_io.write_video(os.path.join(folder, filename), images[..., :3], fps)
+        result = {"filename": filename, "subfolder": subfolder, "type": "output"}
+        return {"ui": {"images": [result], "animated": (True,), "frames": [int(f)]}}

@@ -1,0 +1,133 @@
+"""Sparse-causal (ST-Attn) and temporal (T-Attn) attention as diffusers attention processors.
+
+Frames are folded into the batch, ``(b*f, tokens, dim)``. Both processors need the frame count,
+which they read from a shared :class:`FrameContext` that :class:`tav.inflation.VideoUNet` sets on
+every forward. Everything runs on ``scaled_dot_product_attention``: no score matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+
+@dataclasses.dataclass
+class FrameContext:
+    """Frames per video in the current forward pass; shared by every inflated module of one UNet."""
+
+    frames: int = 1
+
+
+def sparse_causal_index(frames: int, device: torch.device | None = None) -> torch.Tensor:
+    """Index of the 'previous' frame per frame, exactly as the reference: ``[0, 0, 1, ..., f-2]``.
+
+    Frame 0 attends to ``[f0, f0]``, frame 1 to ``[f0, f0]``, frame i >= 2 to ``[f0, f(i-1)]``: the
+    current frame is not among its own keys (the reference's choice; see tav_reference.md).
+    """
+    former = torch.arange(frames, device=device) - 1
+    former[0] = 0
+    return former
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, d = x.shape
+    return x.view(b, n, heads, d // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class SparseCausalAttnProcessor:
+    """``attn1`` processor: query of frame i, keys/values of frames 0 and i-1 concatenated on tokens.
+
+    ``mode="frame"`` is the ablation "w/o sparse-causal attention": plain per-frame self-attention
+    (every frame attends to itself only, as the 2-D model does).
+    """
+
+    def __init__(self, ctx: FrameContext, mode: str = "sparse_causal") -> None:
+        if mode not in ("sparse_causal", "frame"):
+            raise ValueError(f"unknown attention mode {mode!r}: use 'sparse_causal' or 'frame'")
+        self.ctx = ctx
+        self.mode = mode
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("sparse-causal attention is self-attention: it takes no context or mask")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            bf, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(bf, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = _heads(attn.to_q(hidden_states), attn.heads)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        f = self.ctx.frames
+        if self.mode == "sparse_causal" and f > 1:
+            key, value = (self._first_and_former(t, f) for t in (key, value))
+        key, value = _heads(key, attn.heads), _heads(value, attn.heads)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        out = _merge_heads(out).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(bf, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    @staticmethod
+    def _first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
+        """``(b*f, n, d) -> (b*f, 2n, d)``: tokens of frame 0 then of frame i-1, per frame i."""
+        bf, n, d = t.shape
+        t = t.view(bf // frames, frames, n, d)
+        first = t[:, :1].expand(-1, frames, -1, -1)
+        former = t[:, sparse_causal_index(frames, t.device)]
+        return torch.cat([first, former], dim=2).reshape(bf, 2 * n, d)
+
+
+class TemporalAttnProcessor:
+    """``attn_temp`` processor: self-attention across the f frames at each spatial position.
+
+    No positional encoding (as the reference), so it is permutation-equivariant over frames.
+    """
+
+    def __init__(self, ctx: FrameContext) -> None:
+        self.ctx = ctx
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        f = self.ctx.frames
+        bf, n, d = hidden_states.shape
+        x = hidden_states.view(bf // f, f, n, d).transpose(1, 2).reshape(-1, f, d)  # (b*n, f, d)
+        q, k, v = (_heads(proj(x), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        out = attn.to_out[1](attn.to_out[0](_merge_heads(out).to(q.dtype)))
+        return out.view(bf // f, n, f, d).transpose(1, 2).reshape(bf, n, d)

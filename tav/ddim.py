@@ -1,0 +1,198 @@
+"""DDIM inversion and DDIM sampling with classifier-free guidance, as pure functions.
+
+The schedule follows the reference (diffusers 0.11 DDIM with ``steps_offset=1``,
+``set_alpha_to_one=False``): 50 steps are timesteps 981, 961, ..., 1. Inversion walks them upwards
+with the reference's ``next_step``; sampling walks them down. Both accept epsilon and v prediction.
+A 2-D pipeline works too: frames are then denoised independently (the per-frame baseline).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from diffusers import DDPMScheduler
+
+from .pipeline import Pipeline
+from .progress import ProgressFn, report
+
+
+def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
+    """``alpha_bar_t`` for t = 0..T-1 from a diffusers scheduler config (any beta schedule)."""
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+    cfg = {k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None}
+    return DDPMScheduler(**cfg).alphas_cumprod.double()
+
+
+def ddim_timesteps(num_train_timesteps: int, steps: int, offset: int = 1) -> list[int]:
+    """Descending DDIM timesteps with "leading" spacing, as the reference (50 -> 981..1)."""
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be between 1 and {num_train_timesteps}, got {steps}")
+    ratio = num_train_timesteps // steps
+    return [i * ratio + offset for i in reversed(range(steps))]
+
+
+def split_prediction(
+    model_out: torch.Tensor, x: torch.Tensor, alpha_bar: float, prediction_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0, eps)`` implied by the model output at a noise level ``alpha_bar``."""
+    a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+    if prediction_type == "epsilon":
+        eps = model_out
+        return (x - s * eps) / a, eps
+    if prediction_type == "v_prediction":
+        return a * x - s * model_out, a * model_out + s * x
+    if prediction_type == "sample":
+        x0 = model_out
+        return x0, (x - a * x0) / s
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def ddim_step(
+    x: torch.Tensor,
+    model_out: torch.Tensor,
+    alpha_t: float,
+    alpha_prev: float,
+    prediction_type: str,
+    eta: float = 0.0,
+    noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """One DDIM denoising step from noise level ``alpha_t`` to ``alpha_prev`` (eq. 12, Song et al.)."""
+    x0, eps = split_prediction(model_out, x, alpha_t, prediction_type)
+    sigma = eta * ((1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)) ** 0.5
+    out = alpha_prev**0.5 * x0 + (1 - alpha_prev - sigma**2) ** 0.5 * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("eta > 0 needs noise")
+        out = out + sigma * noise
+    return out
+
+
+def inversion_step(
+    x: torch.Tensor, model_out: torch.Tensor, alpha_cur: float, alpha_next: float, prediction_type: str
+) -> torch.Tensor:
+    """The reference's ``next_step``: move ``x`` deterministically from ``alpha_cur`` up to ``alpha_next``.
+
+    The model was evaluated at the *next* timestep (as the reference does), so its output is
+    interpreted at ``alpha_next`` when converting v to epsilon.
+    """
+    _, eps = split_prediction(model_out, x, alpha_next, prediction_type)
+    x0 = (x - (1 - alpha_cur) ** 0.5 * eps) / alpha_cur**0.5
+    return alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * eps
+
+
+def predict(pipe: Pipeline, x: torch.Tensor, t: int, embeds: torch.Tensor, **unet_kwargs: object) -> torch.Tensor:
+    """UNet output for video latents ``[B, C, F, h, w]``; a 2-D UNet sees frames as a batch."""
+    param = next(pipe.unet.parameters())
+    x_in, e_in = x.to(param.dtype), embeds.to(param.device, param.dtype)
+    t_in = torch.tensor(t, device=x.device)
+    if x.ndim == 5 and not _is_video_unet(pipe):
+        b, c, f, h, w = x.shape
+        flat = x_in.transpose(1, 2).reshape(b * f, c, h, w)
+        out = pipe.unet(flat, t_in, e_in.repeat_interleave(f, 0), return_dict=False, **unet_kwargs)[0]
+        return out.view(b, f, -1, h, w).transpose(1, 2).to(x.dtype)
+    return pipe.unet(x_in, t_in, e_in, **unet_kwargs).to(x.dtype)
+
+
+def _is_video_unet(pipe: Pipeline) -> bool:
+    from .inflation import VideoUNet
+
+    return isinstance(pipe.unet, VideoUNet)
+
+
+def _schedule(pipe: Pipeline, steps: int) -> tuple[torch.Tensor, list[int], int, float]:
+    cfg = pipe.scheduler_config
+    ac = alphas_cumprod(cfg)
+    n_train = int(cfg.get("num_train_timesteps", 1000))
+    ts = ddim_timesteps(n_train, steps, int(cfg.get("steps_offset", 1)))
+    final = 1.0 if cfg.get("set_alpha_to_one", False) else float(ac[0])
+    return ac, ts, n_train // steps, final
+
+
+@torch.no_grad()
+def invert(
+    pipe: Pipeline,
+    latents: torch.Tensor,
+    *,
+    steps: int = 50,
+    prompt_embeds: Optional[torch.Tensor] = None,
+    callback: Optional[ProgressFn] = None,
+    return_all: bool = False,
+) -> torch.Tensor | list[torch.Tensor]:
+    """DDIM-invert clean latents to the noise level of the first sampling timestep.
+
+    ``prompt_embeds`` None means the empty prompt, as the reference (unconditional, no guidance).
+    Returns the final latent, or every intermediate one with ``return_all``.
+    """
+    _check_latents(latents)
+    ac, ts, ratio, final = _schedule(pipe, steps)
+    embeds = pipe.encode_prompt("") if prompt_embeds is None else prompt_embeds
+    embeds = embeds.expand(latents.shape[0], -1, -1)
+    x = latents.float()
+    path = [x]
+    for i, t in enumerate(reversed(ts)):
+        cur = t - ratio
+        a_cur = float(ac[cur]) if cur >= 0 else final
+        out = predict(pipe, x, t, embeds).float()
+        x = inversion_step(x, out, a_cur, float(ac[t]), pipe.prediction_type)
+        path.append(x)
+        report(callback, i + 1, steps)
+    return path if return_all else x
+
+
+@torch.no_grad()
+def sample(
+    pipe: Pipeline,
+    prompt_embeds: torch.Tensor,
+    *,
+    negative_embeds: Optional[torch.Tensor] = None,
+    latents: Optional[torch.Tensor] = None,
+    frames: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    steps: int = 50,
+    guidance_scale: float = 12.5,
+    eta: float = 0.0,
+    seed: int = 0,
+    callback: Optional[ProgressFn] = None,
+) -> torch.Tensor:
+    """DDIM sampling with classifier-free guidance (cond and uncond in one batch).
+
+    Starts from ``latents`` (e.g. the inverted clip) or, if None, from seeded Gaussian noise of
+    ``frames x height x width`` pixels. With eta 0 and given latents the result is deterministic.
+    """
+    device = pipe.device
+    gen = torch.Generator("cpu").manual_seed(seed)
+    if latents is None:
+        if not (frames and height and width):
+            raise ValueError("sample() needs either initial latents or frames, height and width")
+        k = pipe.latent_factor
+        if height % k or width % k:
+            raise ValueError(f"height and width must be multiples of {k}, got {width}x{height}")
+        c = pipe.unet.config.in_channels
+        latents = torch.randn((1, c, frames, height // k, width // k), generator=gen)
+    _check_latents(latents)
+    ac, ts, ratio, final = _schedule(pipe, steps)
+    x = latents.to(device, torch.float32)
+    cond = prompt_embeds[:1].to(device)
+    guided = guidance_scale != 1.0
+    if guided:
+        uncond = (pipe.encode_prompt("") if negative_embeds is None else negative_embeds[:1]).to(device)
+        embeds = torch.cat([uncond, cond])
+    for i, t in enumerate(ts):
+        if guided:
+            out_u, out_c = predict(pipe, torch.cat([x, x]), t, embeds).float().chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        else:
+            out = predict(pipe, x, t, cond).float()
+        prev = t - ratio
+        a_prev = float(ac[prev]) if prev >= 0 else final
+        noise = torch.randn(x.shape, generator=gen).to(device) if eta > 0 else None
+        x = ddim_step(x, out, float(ac[t]), a_prev, pipe.prediction_type, eta, noise)
+        report(callback, i + 1, steps)
+    return x
+
+
+def _check_latents(latents: torch.Tensor) -> None:
+    if latents.ndim != 5 or latents.shape[0] != 1:
+        raise ValueError(f"expected one video's latents shaped [1, C, frames, h, w], got {tuple(latents.shape)}")

@@ -1,0 +1,200 @@
+"""Inflation: turn a stock ``UNet2DConditionModel`` into Tune-A-Video's video UNet by module surgery.
+
+Frames are folded into the batch, so the reference's "pseudo-3-D" convolutions are the stock 2-D
+ones. What changes (all keyed exactly as the reference, so its checkpoints load):
+
+- every ``attn1`` gets :class:`~tav.attention.SparseCausalAttnProcessor`;
+- every ``BasicTransformerBlock`` gains ``attn_temp`` + ``norm_temp`` children and a forward hook
+  that adds ``attn_temp(norm_temp(x))`` after the feed-forward;
+- resnet GroupNorms and ``conv_norm_out`` pool statistics over all frames of a video (the reference
+  normalises the 5-D tensor), unless ``norm="frame"``.
+
+:class:`VideoUNet` takes and returns ``[B, C, F, h, w]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
+from torch import nn
+
+from .attention import FrameContext, SparseCausalAttnProcessor, TemporalAttnProcessor
+from .pipeline import Pipeline
+
+TEMPORAL_KEYS = ("attn_temp.", "norm_temp.")
+
+
+class VideoGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics pool over every frame of a video, as the reference's 5-D norm."""
+
+    def __init__(self, source: nn.GroupNorm, ctx: FrameContext) -> None:
+        nn.Module.__init__(self)
+        self.num_groups, self.num_channels = source.num_groups, source.num_channels
+        self.eps, self.affine = source.eps, source.affine
+        self.weight, self.bias = source.weight, source.bias  # shared, same keys
+        self.ctx = ctx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.ctx.frames
+        if f == 1:
+            return super().forward(x)
+        bf, c, h, w = x.shape
+        x5 = x.view(bf // f, f, c, h, w).transpose(1, 2)
+        y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)
+        return y.transpose(1, 2).reshape(bf, c, h, w)
+
+
+def _temporal_residual(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on a transformer block: ``x + attn_temp(norm_temp(x))`` after the feed-forward."""
+    return output + block.attn_temp(block.norm_temp(output))
+
+
+class VideoUNet(nn.Module):
+    """An inflated UNet: ``[B, C, F, h, w]`` in and out; ``.unet`` holds reference-keyed weights."""
+
+    def __init__(self, unet: nn.Module, ctx: FrameContext, *, norm: str, attention: str) -> None:
+        super().__init__()
+        self.unet = unet
+        self.ctx = ctx
+        self.norm = norm
+        self.attention = attention
+
+    @property
+    def config(self):  # noqa: ANN201 - diffusers FrozenDict
+        return self.unet.config
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if sample.ndim != 5:
+            raise ValueError(f"VideoUNet expects [batch, channels, frames, h, w], got {tuple(sample.shape)}")
+        b, c, f, h, w = sample.shape
+        self.ctx.frames = f
+        x = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        t = torch.as_tensor(timestep, device=sample.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        ehs = encoder_hidden_states.repeat_interleave(f, dim=0)
+        out = self.unet(x, t.repeat_interleave(f), ehs, return_dict=False, **kwargs)[0]
+        return out.view(b, f, -1, h, w).transpose(1, 2)
+
+
+def transformer_blocks(unet: nn.Module) -> list[BasicTransformerBlock]:
+    return [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+
+
+def share_weights_copy(
+    module: nn.Module, own: Iterable[torch.Tensor] = (), *, copy_inference: bool = False
+) -> nn.Module:
+    """A structural copy of ``module`` that shares every parameter/buffer except those in ``own``.
+
+    ``own`` tensors get fresh copies. This is how a node returns a new model without mutating its
+    input (ComfyUI caches outputs) and without duplicating hundreds of MB of frozen weights.
+    With ``copy_inference``, inference tensors (what a loader running under ComfyUI's
+    ``inference_mode`` made) are copied too, because autograd cannot save them for backward.
+    """
+    owned = {id(t) for t in own}
+    memo: dict[int, object] = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in owned and not (copy_inference and t.is_inference()):
+            memo[id(t)] = t
+    with torch.inference_mode(False):
+        return copy.deepcopy(module, memo)
+
+
+def _add_temporal(block: BasicTransformerBlock, ctx: FrameContext, zero_bias: bool) -> None:
+    a1 = block.attn1
+    dim = a1.query_dim
+    param = a1.to_q.weight
+    attn = Attention(
+        query_dim=dim,
+        heads=a1.heads,
+        dim_head=a1.inner_dim // a1.heads,
+        bias=a1.to_q.bias is not None,
+        upcast_attention=a1.upcast_attention,
+        processor=TemporalAttnProcessor(ctx),
+    )
+    nn.init.zeros_(attn.to_out[0].weight)
+    if zero_bias:
+        nn.init.zeros_(attn.to_out[0].bias)
+    block.attn_temp = attn.to(param.device, param.dtype)
+    block.norm_temp = nn.LayerNorm(dim).to(param.device, param.dtype)
+    block.register_forward_hook(_temporal_residual)
+
+
+def inflate(
+    pipe: Pipeline,
+    *,
+    norm: str = "video",
+    attention: str = "sparse_causal",
+    zero_temporal_bias: bool = False,
+    seed: int = 0,
+) -> Pipeline:
+    """Return a new pipeline with a :class:`VideoUNet`; the input pipeline is left untouched.
+
+    ``norm``: "video" (reference: GroupNorm over all frames) or "frame" (per-frame, what folding
+    frames into the batch gives). ``attention``: "sparse_causal" (reference) or "frame" (the
+    ablation without cross-frame attention). ``zero_temporal_bias``: also zero ``attn_temp.to_out``'s
+    bias so the inflated model starts as exactly the 2-D one (the reference keeps nn.Linear's
+    random bias). ``seed`` makes the temporal layers' random init reproducible.
+    """
+    if norm not in ("video", "frame"):
+        raise ValueError(f"norm must be 'video' or 'frame', got {norm!r}")
+    if is_inflated(pipe):
+        raise ValueError("this pipeline is already inflated; inflate the 2-D pipeline it came from")
+    unet = share_weights_copy(pipe.unet)
+    ctx = FrameContext()
+    blocks = transformer_blocks(unet)
+    if not blocks:
+        raise ValueError("the UNet has no transformer blocks: Tune-A-Video needs a cross-attention UNet")
+    with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for block in blocks:
+            if block.only_cross_attention:
+                raise ValueError("UNets whose attn1 is cross-attention (only_cross_attention) are not supported")
+            block.attn1.set_processor(SparseCausalAttnProcessor(ctx, attention))
+            _add_temporal(block, ctx, zero_temporal_bias)
+    if norm == "video":
+        for resnet in (m for m in unet.modules() if isinstance(m, ResnetBlock2D)):
+            for name in ("norm1", "norm2"):
+                gn = getattr(resnet, name)
+                if type(gn) is nn.GroupNorm:
+                    setattr(resnet, name, VideoGroupNorm(gn, ctx))
+        if type(getattr(unet, "conv_norm_out", None)) is nn.GroupNorm:
+            unet.conv_norm_out = VideoGroupNorm(unet.conv_norm_out, ctx)
+    return pipe.replace(unet=VideoUNet(unet, ctx, norm=norm, attention=attention))
+
+
+def is_inflated(pipe: Pipeline) -> bool:
+    return isinstance(pipe.unet, VideoUNet)
+
+
+def temporal_state_dict(video_unet: VideoUNet) -> dict[str, torch.Tensor]:
+    """The tensors inflation added, under the reference's keys."""
+    return {k: v for k, v in video_unet.unet.state_dict().items() if any(s in k for s in TEMPORAL_KEYS)}
+
+
+def load_reference_unet(pipe: Pipeline, state_dict: dict[str, torch.Tensor], **inflate_kwargs: object) -> Pipeline:
+    """Inflate ``pipe`` and load a full official Tune-A-Video UNet state dict into it (strict).
+
+    The official checkpoints are whole UNets in diffusers keys plus ``attn_temp``/``norm_temp``;
+    ``pipe`` supplies the architecture (and the VAE/text encoder), the state dict every weight.
+    """
+    video = inflate(pipe, **inflate_kwargs) if not is_inflated(pipe) else pipe
+    unet = share_weights_copy(video.unet, video.unet.parameters())
+    missing, unexpected = unet.unet.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            "the checkpoint does not match this UNet's architecture: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return video.replace(unet=unet)

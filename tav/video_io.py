@@ -1,0 +1,354 @@
+"""Read and write the short clips Tune-A-Video tunes on and produces.
+
+Reading samples frames the way the reference did (``range(start, total, stride)[:n_frames]``) and
+streams them: decoding stops at the last frame needed, so a 24-frame sample from a long file costs
+24 * stride decoded frames, not the whole file. mp4/mov/webm/mkv go through ``imageio_ffmpeg``
+(it ships its own ffmpeg binary); animated gif/webp go through Pillow.
+
+Resizing uses ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` on float pixels
+for every source. The reference resized inside decord (ffmpeg's scaler); any antialiased filter
+gives near-identical 512x512 frames, and doing it in torch keeps one code path for ffmpeg and
+Pillow sources, avoids a uint8 round trip, and is deterministic across ffmpeg builds.
+
+Writing is atomic: every format is encoded to a hidden temp file next to the target and moved into
+place with ``os.replace``, so a crash or a cancelled job never leaves a truncated video behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+PathLike = str | os.PathLike[str]
+#: ``[F, H, W, 3]`` float tensor/array in 0..1, or a uint8 tensor/array in 0..255.
+Frames = torch.Tensor | np.ndarray
+
+RESIZE_MODES = ("stretch", "crop", "none")
+#: Containers read with Pillow; everything else goes to ffmpeg.
+PILLOW_READ_EXTS = (".gif", ".webp")
+WRITE_EXTS = (".mp4", ".gif", ".webp")
+#: Playback rate assumed when a gif/webp frame has no delay (what browsers do with a 0 delay).
+FALLBACK_FPS = 10.0
+#: x264 constant-rate factor used when ``quality`` is not given (visually lossless for most clips).
+DEFAULT_MP4_CRF = 18
+DEFAULT_WEBP_QUALITY = 90
+
+
+@dataclasses.dataclass
+class VideoClip:
+    """A sampled clip. ``fps`` is the playback rate of the sample (``source_fps / stride``)."""
+
+    #: ``[F, H, W, 3]`` float32 in 0..1 (ComfyUI IMAGE layout)
+    frames: torch.Tensor
+    fps: float
+    source_fps: float
+    #: number of frames in the file
+    source_frames: int
+    path: str
+
+
+def read_video(
+    path: PathLike,
+    *,
+    n_frames: int = 24,
+    start: int = 0,
+    stride: int = 2,
+    width: int = 512,
+    height: int = 512,
+    resize: str = "stretch",
+) -> VideoClip:
+    """Sample ``n_frames`` frames every ``stride`` frames from ``start`` and resize them.
+
+    ``n_frames`` 0 or -1 takes every frame the selection reaches; asking for more frames than the
+    clip has returns the ones that exist. ``resize``: ``"stretch"`` to exactly width x height (the
+    reference), ``"crop"`` scales to cover width x height keeping the aspect ratio and centre-crops,
+    ``"none"`` keeps the source size centre-cropped down to multiples of 8 (width/height unused).
+    """
+    path = os.fspath(path)
+    _check_read_args(n_frames, start, stride, width, height, resize)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such video file: {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    source = _pillow_frames(path) if ext in PILLOW_READ_EXTS else _ffmpeg_frames(path)
+    with contextlib.closing(source):
+        source_fps, total = next(source)
+        if total is not None and start >= total:
+            raise ValueError(_start_message(total, start))
+        want = None if n_frames in (0, -1) else n_frames
+        last = None if want is None else start + stride * (want - 1)
+        picked = []
+        decoded = 0
+        for index, frame in enumerate(source):
+            decoded = index + 1
+            if index >= start and (index - start) % stride == 0:
+                picked.append(_fit(frame, resize, width, height, path))
+            if index == last or (total is not None and decoded >= total):
+                break
+        else:
+            total = decoded  # reached the end of the stream: what decoded is the truth
+    if not picked:
+        raise ValueError(_start_message(decoded, start))
+    return VideoClip(
+        frames=torch.stack(picked),
+        fps=source_fps / stride,
+        source_fps=source_fps,
+        source_frames=total if total is not None else decoded,
+        path=path,
+    )
+
+
+def write_video(
+    path: PathLike,
+    frames: Frames,
+    fps: float = 8.0,
+    *,
+    quality: int | None = None,
+    lossless: bool = False,
+) -> str:
+    """Encode ``frames`` ([F,H,W,3]) by the file extension and return the path written.
+
+    ``.mp4``: H.264, yuv420p (plays everywhere; needs even width and height); ``quality`` 0..100
+    maps linearly to x264 CRF 51..0 (default CRF 18). ``.webp``: animated WebP; ``quality`` 0..100
+    (default 90), or ``lossless=True`` for exact pixels. ``.gif``: 256-colour palette per frame,
+    loops forever; GIF stores delays in 1/100 s, so the rate is rounded (8 fps plays at 8.33) and
+    ``quality`` has no effect. Parent folders are created.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in WRITE_EXTS:
+        raise ValueError(f"cannot write {path!r}: use one of the extensions {', '.join(WRITE_EXTS)}")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if quality is not None and not 0 <= quality <= 100:
+        raise ValueError(f"quality must be in 0..100 (higher is better), got {quality!r}")
+    if lossless and ext != ".webp":
+        raise ValueError(f"lossless=True needs a .webp path; {ext} cannot store exact pixels")
+    data = frames_to_uint8(frames)
+    if data.ndim != 4 or data.shape[-1] != 3 or data.shape[0] < 1:
+        raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(data.shape)}")
+    _, h, w, _ = data.shape
+    if ext == ".mp4" and (w % 2 or h % 2):
+        raise ValueError(
+            f"mp4 (H.264 yuv420p) needs even width and height, got {w}x{h}; "
+            "crop or resize to even sizes, or write .webp/.gif"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.basename(path)[: -len(ext)]
+    tmp = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}")
+    try:
+        _WRITERS[ext](tmp, data, fps, quality, lossless)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def frames_to_uint8(frames: Frames) -> np.ndarray:
+    """Float 0..1 (clamped, NaN -> 0, rounded) or uint8 frames -> contiguous uint8 numpy array."""
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype == torch.uint8:
+            return np.ascontiguousarray(frames.detach().cpu().numpy())
+        if not frames.is_floating_point():
+            raise TypeError(f"frames must be float 0..1 or uint8, got {frames.dtype}")
+        x = torch.nan_to_num(frames.detach().float(), nan=0.0).clamp_(0, 1).mul_(255).round_()
+        return np.ascontiguousarray(x.to(torch.uint8).cpu().numpy())
+    arr = np.asarray(frames)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"frames must be float 0..1 or uint8, got {arr.dtype}")
+    x = np.clip(np.nan_to_num(arr.astype(np.float32), nan=0.0), 0, 1) * 255
+    return np.ascontiguousarray(np.round(x).astype(np.uint8))
+
+
+def side_by_side(*videos: Frames) -> torch.Tensor:
+    """Concatenate clips left to right for comparisons; shorter clips hold their last frame.
+
+    All clips must share a height. Returns float32 ``[F, H, sum(W), 3]`` on the CPU.
+    """
+    if not videos:
+        raise ValueError("side_by_side needs at least one clip")
+    clips = [_as_float_frames(v) for v in videos]
+    heights = [c.shape[1] for c in clips]
+    if len(set(heights)) > 1:
+        raise ValueError(f"clips must have the same height to sit side by side, got {heights}")
+    n = max(c.shape[0] for c in clips)
+    padded = [torch.cat([c, c[-1:].expand(n - c.shape[0], -1, -1, -1)]) for c in clips]
+    return torch.cat(padded, dim=2)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _check_read_args(n_frames: int, start: int, stride: int, width: int, height: int, resize: str) -> None:
+    if n_frames < -1:
+        raise ValueError(f"n_frames must be >= 1, or 0/-1 for all frames; got {n_frames}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0 (a frame index), got {start}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 (1 = every frame, 2 = every other), got {stride}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if resize != "none":
+        for name, value in (("width", width), ("height", height)):
+            if value < 8 or value % 8:
+                raise ValueError(
+                    f"{name} must be a positive multiple of 8 (the VAE downsamples by 8), got {value}; "
+                    f"pass e.g. {name}={max(8, round(value / 8) * 8)}"
+                )
+
+
+def _start_message(total: int, start: int) -> str:
+    return f"clip has {total} frames; start={start} leaves none; pass start between 0 and {max(total - 1, 0)}"
+
+
+def _unreadable(path: str, err: BaseException) -> ValueError:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    detail = lines[-1] if lines else type(err).__name__
+    return ValueError(f"cannot read {path!r} as a video ({detail}); expected mp4/mov/webm/mkv/gif/webp")
+
+
+def _ffmpeg_frames(path: str) -> Iterator[Any]:
+    """Yield ``(fps, frame_count or None)``, then uint8 ``[H, W, 3]`` frames in decode order."""
+    # passthrough: one output frame per decoded frame, so indices are frame numbers, not timestamps
+    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
+    try:
+        try:
+            meta = next(reader)
+        except (OSError, RuntimeError, StopIteration) as err:
+            raise _unreadable(path, err) from err
+        w, h = meta["size"]
+        fps = float(meta.get("fps") or FALLBACK_FPS)
+        try:  # counts packets with a stream copy: cheap, no decoding
+            total: int | None = imageio_ffmpeg.count_frames_and_secs(path)[0]
+        except RuntimeError:
+            total = None
+        yield fps, total
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
+    finally:
+        reader.close()  # stops ffmpeg when we break off early
+
+
+def _pillow_frames(path: str) -> Iterator[Any]:
+    """Like :func:`_ffmpeg_frames` for animated gif/webp (Pillow applies GIF disposal for us)."""
+    try:
+        image = Image.open(path)
+    except OSError as err:
+        raise _unreadable(path, err) from err
+    with image:
+        try:
+            first = np.asarray(image.convert("RGB"))
+        except (OSError, EOFError) as err:
+            raise _unreadable(path, err) from err
+        duration = image.info.get("duration") or 0  # ms; webp sets it only once a frame is loaded
+        yield (1000.0 / duration if duration > 0 else FALLBACK_FPS), getattr(image, "n_frames", 1)
+        yield first
+        for index in range(1, getattr(image, "n_frames", 1)):
+            image.seek(index)
+            yield np.asarray(image.convert("RGB"))
+
+
+def _fit(frame: np.ndarray, resize: str, width: int, height: int, path: str) -> torch.Tensor:
+    """uint8 ``[h, w, 3]`` -> float32 ``[H, W, 3]`` in 0..1 at the requested size."""
+    h0, w0 = frame.shape[:2]
+    if resize == "none":
+        if h0 < 8 or w0 < 8:
+            raise ValueError(f"{path!r} is {w0}x{h0}; resize='none' needs at least 8x8, use 'stretch'")
+        ch, cw = h0 - h0 % 8, w0 - w0 % 8
+        height, width = ch, cw
+    elif resize == "crop":  # the largest centred window with the target aspect ratio
+        if w0 * height > h0 * width:
+            ch, cw = h0, max(1, round(h0 * width / height))
+        else:
+            ch, cw = max(1, round(w0 * height / width)), w0
+    else:
+        ch, cw = h0, w0
+    top, left = (h0 - ch) // 2, (w0 - cw) // 2
+    window = frame[top : top + ch, left : left + cw].astype(np.float32)  # a writable copy
+    x = torch.from_numpy(window).permute(2, 0, 1)[None]
+    if (ch, cw) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    # scaling to 0..1 after the resize is exact (the filter is linear) and touches fewer pixels
+    return x[0].permute(1, 2, 0).div(255.0).clamp_(0, 1).contiguous()
+
+
+def _as_float_frames(video: Frames) -> torch.Tensor:
+    if isinstance(video, torch.Tensor) and video.is_floating_point():
+        x = video.detach().to("cpu", torch.float32)
+    else:
+        x = torch.from_numpy(frames_to_uint8(video)).float().div_(255.0)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] < 1:
+        raise ValueError(f"each clip must be [F, H, W, 3] with F >= 1, got shape {tuple(x.shape)}")
+    return x
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _write_mp4(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
+    crf = DEFAULT_MP4_CRF if quality is None else round(51 * (100 - quality) / 100)
+    _, h, w, _ = data.shape
+    writer = imageio_ffmpeg.write_frames(
+        path,
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        quality=None,
+        macro_block_size=1,
+        ffmpeg_log_level="error",
+        output_params=["-crf", str(crf), "-movflags", "+faststart"],
+    )
+    writer.send(None)
+    try:
+        for frame in data:
+            writer.send(frame)
+    finally:
+        writer.close()  # flushes and waits for ffmpeg
+
+
+def _pil_images(data: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(frame) for frame in data]
+
+
+def _write_gif(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
+    # GIF delays are centiseconds; browsers replace delays under 20 ms with 100 ms
+    delay = max(20, round(100.0 / fps) * 10)
+    images = _pil_images(data)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=delay, loop=0)
+
+
+def _write_webp(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
+    images = _pil_images(data)
+    images[0].save(
+        path,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(1, round(1000.0 / fps)),
+        loop=0,
+        lossless=lossless,
+        quality=DEFAULT_WEBP_QUALITY if quality is None else quality,
+    )
+
+
+_WRITERS: dict[str, Callable[[str, np.ndarray, float, int | None, bool], None]] = {
+    ".mp4": _write_mp4,
+    ".gif": _write_gif,
+    ".webp": _write_webp,
+}

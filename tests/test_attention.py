@@ -1,0 +1,95 @@
+"""Sparse-causal and temporal attention against naive formulas written out here."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention
+
+from tav.attention import FrameContext, SparseCausalAttnProcessor, TemporalAttnProcessor, sparse_causal_index
+
+
+def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v per head, materialising the scores (what we avoid in the processor)."""
+    n, dim = q.shape
+    d = dim // heads
+    out = []
+    for h in range(heads):
+        qs, ks, vs = (t[:, h * d : (h + 1) * d] for t in (q, k, v))
+        w = torch.softmax(qs @ ks.T / d**0.5, dim=-1)
+        out.append(w @ vs)
+    return torch.cat(out, dim=-1)
+
+
+def _attn(dim: int = 16, heads: int = 4, seed: int = 0) -> Attention:
+    torch.manual_seed(seed)
+    a = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False).double()
+    torch.nn.init.normal_(a.to_out[0].bias)
+    return a.eval()
+
+
+def test_index_matches_reference() -> None:
+    assert sparse_causal_index(1).tolist() == [0]
+    assert sparse_causal_index(5).tolist() == [0, 0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_sparse_causal_equals_naive(frames: int, batch: int) -> None:
+    a = _attn()
+    ctx = FrameContext(frames)
+    a.set_processor(SparseCausalAttnProcessor(ctx))
+    x = torch.randn(batch * frames, 6, 16, dtype=torch.float64)
+    got = a(x)
+    q, k, v = a.to_q(x), a.to_k(x), a.to_v(x)
+    want = torch.empty_like(got)
+    for b in range(batch):
+        for i in range(frames):
+            j = b * frames
+            prev = j + max(i - 1, 0)
+            keys = torch.cat([k[j], k[prev]])  # frame 0 then frame i-1 (frame 0 for i = 0, 1)
+            vals = torch.cat([v[j], v[prev]])
+            want[j + i] = a.to_out[0](_naive_attention(q[j + i], keys, vals, a.heads))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_current_frame_not_in_own_keys_for_later_frames() -> None:
+    """Changing frame 2's tokens changes its query only; frame 3 (which reads frame 2) must change."""
+    a = _attn()
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(4)))
+    x = torch.randn(4, 6, 16, dtype=torch.float64)
+    y = x.clone()
+    y[3] += 1.0  # frame 3 is nobody's key source (frame 4 does not exist)
+    out_x, out_y = a(x), a(y)
+    torch.testing.assert_close(out_x[:3], out_y[:3])  # earlier frames never see frame 3
+
+
+def test_frame_mode_is_plain_self_attention() -> None:
+    a = _attn()
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    want = a(x)  # stock processor: per-frame self-attention
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(3), mode="frame"))
+    torch.testing.assert_close(a(x), want)
+
+
+@pytest.mark.parametrize("frames", [1, 4, 7])
+def test_temporal_equals_naive(frames: int) -> None:
+    a = _attn(seed=1)
+    a.set_processor(TemporalAttnProcessor(FrameContext(frames)))
+    batch, tokens = 2, 5
+    x = torch.randn(batch * frames, tokens, 16, dtype=torch.float64)
+    got = a(x)
+    xv = x.view(batch, frames, tokens, 16)
+    want = torch.empty_like(xv)
+    for b in range(batch):
+        for n in range(tokens):
+            seq = xv[b, :, n]  # the f frames at one spatial position
+            want[b, :, n] = a.to_out[0](_naive_attention(a.to_q(seq), a.to_k(seq), a.to_v(seq), a.heads))
+    torch.testing.assert_close(got, want.view_as(got), rtol=1e-10, atol=1e-10)
+
+
+def test_temporal_is_permutation_equivariant() -> None:
+    """No positional encoding, as the reference: permuting frames permutes the output."""
+    a = _attn(seed=2)
+    a.set_processor(TemporalAttnProcessor(FrameContext(4)))
+    x = torch.randn(4, 3, 16, dtype=torch.float64)
+    perm = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(a(x)[perm], a(x[perm]))
