@@ -6,9 +6,8 @@ import logging
 import os
 from typing import Any, Optional
 
-import torch
-
 import folder_paths
+import torch
 
 from tav.progress import ProgressFn
 
@@ -95,7 +94,8 @@ def size_error(width: Any, height: Any, multiple: int = 8) -> Optional[str]:
         if v is None:
             continue
         if int(v) < multiple or int(v) % multiple:
-            return f"{name} must be a positive multiple of {multiple}, got {v} (try {max(multiple, int(v) // multiple * multiple)})"
+            ok = max(multiple, int(v) // multiple * multiple)
+            return f"{name} must be a positive multiple of {multiple}, got {v} (try {ok})"
     return None
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import folder_paths
 import torch
 import torch.nn.functional as F
-
-import folder_paths
 
 from tav import video_io
 
@@ -33,7 +32,11 @@ def video_files() -> list[str]:
 def _allowed_roots() -> list[str]:
     return [
         os.path.realpath(d)
-        for d in (folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory())
+        for d in (
+            folder_paths.get_input_directory(),
+            folder_paths.get_output_directory(),
+            folder_paths.get_temp_directory(),
+        )
     ]
 
 
@@ -97,17 +100,79 @@ class TAV_LoadVideo:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "video": (video_files(), {"video_upload": True, "tooltip": "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif, webp). Use the upload button to add one."}),
-                "n_frames": ("INT", {"default": 24, "min": 1, "max": 1024, "tooltip": "How many frames to sample (the paper: 24)."}),
-                "start": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "Index of the first sampled frame."}),
-                "stride": ("INT", {"default": 2, "min": 1, "max": 1000, "tooltip": "Take every n-th frame (the paper: 2)."}),
-                "width": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8, "tooltip": "Output width in pixels; must be a multiple of 8."}),
-                "height": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8, "tooltip": "Output height in pixels; must be a multiple of 8."}),
-                "resize": (RESIZE_MODES, {"default": "stretch", "tooltip": "stretch: exactly width x height (the paper). crop: keep the aspect ratio, scale to cover and centre-crop. none: keep the source size, cropped to a multiple of 8."}),
+                "video": (
+                    video_files(),
+                    {
+                        "video_upload": True,
+                        "tooltip": (
+                            "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif, webp). Use the upload "
+                            "button to add one."
+                        ),
+                    },
+                ),
+                "n_frames": (
+                    "INT",
+                    {"default": 24, "min": 1, "max": 1024, "tooltip": "How many frames to sample (the paper: 24)."},
+                ),
+                "start": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "Index of the first sampled frame."},
+                ),
+                "stride": (
+                    "INT",
+                    {"default": 2, "min": 1, "max": 1000, "tooltip": "Take every n-th frame (the paper: 2)."},
+                ),
+                "width": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 8,
+                        "max": 4096,
+                        "step": 8,
+                        "tooltip": "Output width in pixels; must be a multiple of 8.",
+                    },
+                ),
+                "height": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 8,
+                        "max": 4096,
+                        "step": 8,
+                        "tooltip": "Output height in pixels; must be a multiple of 8.",
+                    },
+                ),
+                "resize": (
+                    RESIZE_MODES,
+                    {
+                        "default": "stretch",
+                        "tooltip": (
+                            "stretch: exactly width x height (the paper). crop: keep the aspect ratio, scale to cover "
+                            "and centre-crop. none: keep the source size, cropped to a multiple of 8."
+                        ),
+                    },
+                ),
             },
             "optional": {
-                "images": ("IMAGE", {"tooltip": "Frames from any IMAGE source (e.g. VideoHelperSuite Load Video). When connected, the file is ignored and these frames are sampled and resized instead."}),
-                "path": ("STRING", {"default": "", "tooltip": "Optional path to a video inside ComfyUI's input, output or temp folder (relative paths start in input). Overrides the file picker when not empty."}),
+                "images": (
+                    "IMAGE",
+                    {
+                        "tooltip": (
+                            "Frames from any IMAGE source (e.g. VideoHelperSuite Load Video). When connected, the file "
+                            "is ignored and these frames are sampled and resized instead."
+                        )
+                    },
+                ),
+                "path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": (
+                            "Optional path to a video inside ComfyUI's input, output or temp folder (relative paths "
+                            "start in input). Overrides the file picker when not empty."
+                        ),
+                    },
+                ),
             },
         }
 
@@ -183,9 +248,32 @@ class TAV_SaveVideo:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The frames to write, [frames, height, width, 3]."}),
-                "fps": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1, "tooltip": "Playback rate in frames per second (connect Load Video's fps to keep the clip's speed)."}),
-                "format": (["mp4", "gif", "webp"], {"default": "mp4", "tooltip": "mp4: H.264 (needs even width and height). gif / webp: animated images."}),
-                "filename_prefix": ("STRING", {"default": "TuneAVideo", "tooltip": "File name prefix; may contain a sub-folder of the output folder."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 8.0,
+                        "min": 0.1,
+                        "max": 240.0,
+                        "step": 0.1,
+                        "tooltip": (
+                            "Playback rate in frames per second (connect Load Video's fps to keep the clip's speed)."
+                        ),
+                    },
+                ),
+                "format": (
+                    ["mp4", "gif", "webp"],
+                    {
+                        "default": "mp4",
+                        "tooltip": "mp4: H.264 (needs even width and height). gif / webp: animated images.",
+                    },
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "TuneAVideo",
+                        "tooltip": "File name prefix; may contain a sub-folder of the output folder.",
+                    },
+                ),
             },
         }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 DEFAULT_COMFY = Path(__file__).resolve().parents[1] / ".venv" / "comfyui"
 
 
-def _init(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
+def _init(module: torch.nn.Module) -> torch.nn.Module:  # noqa: F821
     """Small random init (ComfyUI's ops leave weights uninitialised)."""
     import torch
 
@@ -47,7 +47,6 @@ def build_state_dict(comfy_dir: Path, seed: int = 0) -> dict:
     ``cond_stage_model.transformer.*``)."""
     sys.path.insert(0, str(comfy_dir))
     import torch
-
     from comfy.cli_args import args as comfy_args
 
     comfy_args.cpu = True  # must happen before comfy.model_management is imported
@@ -59,17 +58,37 @@ def build_state_dict(comfy_dir: Path, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     ops = comfy.ops.disable_weight_init
     unet_cfg = dict(
-        image_size=32, in_channels=4, out_channels=4, model_channels=320,
-        num_res_blocks=[1], channel_mult=[1], transformer_depth=[1], transformer_depth_output=[1, 1],
-        transformer_depth_middle=1, context_dim=768, num_heads=8, num_head_channels=-1,
-        use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False, use_checkpoint=False,
+        image_size=32,
+        in_channels=4,
+        out_channels=4,
+        model_channels=320,
+        num_res_blocks=[1],
+        channel_mult=[1],
+        transformer_depth=[1],
+        transformer_depth_output=[1, 1],
+        transformer_depth_middle=1,
+        context_dim=768,
+        num_heads=8,
+        num_head_channels=-1,
+        use_spatial_transformer=True,
+        use_linear_in_transformer=False,
+        legacy=False,
+        use_checkpoint=False,
     )
     unet = _init(UNetModel(**unet_cfg, operations=ops))
     sd = {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
 
     ddconfig = {
-        "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-        "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
     }
     vae = _init(AutoencoderKL(ddconfig=ddconfig, embed_dim=4))
     sd.update({"first_stage_model." + k: v for k, v in vae.state_dict().items()})
@@ -101,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     save_file(sd, str(tmp), metadata={"format": "pt", "tav_note": "random weights, SD1.x-shaped, for tests"})
     os.replace(tmp, a.out)
     n = sum(v.numel() for v in sd.values())
-    print(f"{a.out}: {len(sd)} tensors, {n / 1e6:.1f} M params, "
-          f"{a.out.stat().st_size / 2**20:.0f} MiB, {time.time() - t0:.1f} s")
+    print(
+        f"{a.out}: {len(sd)} tensors, {n / 1e6:.1f} M params, "
+        f"{a.out.stat().st_size / 2**20:.0f} MiB, {time.time() - t0:.1f} s"
+    )
     return 0
 
 

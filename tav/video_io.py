@@ -98,6 +98,8 @@ def read_video(
         else:
             total = decoded  # reached the end of the stream: what decoded is the truth
     if not picked:
+        if decoded == 0:
+            raise ValueError(f"{path!r} contains no decodable video frames")
         raise ValueError(_start_message(decoded, start))
     return VideoClip(
         frames=torch.stack(picked),

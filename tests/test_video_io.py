@@ -171,6 +171,19 @@ def test_round_trip(tmp_path: Path, ext: str, kwargs: dict, fps_tol: float, max_
     assert os.listdir(tmp_path) == [f"out{ext}"]  # no temp files left
 
 
+@pytest.mark.parametrize(("ext", "codec"), [(".webm", "libvpx-vp9"), (".mov", "libx264"), (".mkv", "libx264")])
+def test_reads_other_ffmpeg_containers(tmp_path: Path, ext: str, codec: str) -> None:
+    path = str(tmp_path / f"clip{ext}")
+    writer = imageio_ffmpeg.write_frames(path, (48, 32), fps=12, codec=codec, macro_block_size=1, quality=9)
+    writer.send(None)
+    for frame in _moving_frames():
+        writer.send(frame)
+    writer.close()
+    clip = read_video(path, n_frames=0, stride=2, width=24, height=16)
+    assert clip.frames.shape == (3, 16, 24, 3)
+    assert clip.source_frames == 6 and clip.source_fps == pytest.approx(12.0) and clip.fps == pytest.approx(6.0)
+
+
 def test_write_overwrites_and_makes_folders(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "clip.gif"
     write_video(target, _moving_frames(2), fps=4)

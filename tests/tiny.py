@@ -56,9 +56,9 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        block_out_channels=(16, 32),
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=(8, 16, 16, 16),  # four levels: 8 pixels per latent pixel, as SD
         latent_channels=4,
         norm_num_groups=8,
         layers_per_block=1,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -80,7 +81,9 @@ def analyze_frame(frame) -> FrameReading:
     """Read one ``[H, W, 3]`` frame (0..1 floats, or uint8)."""
     img = _to_numpy(frame)
     h, w, _ = img.shape
-    border = np.concatenate([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3), img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3), img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)]
+    )
     bg_ref = np.median(border, axis=0)
     bg_name = min(_BG, key=lambda k: float(np.sum((_BG[k] - bg_ref) ** 2)))
 
@@ -120,7 +123,10 @@ _GRID: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     if (h, w) not in _GRID:
-        _GRID[(h, w)] = (np.arange(w, dtype=np.float32)[None, None, :] + 0.5, np.arange(h, dtype=np.float32)[None, :, None] + 0.5)
+        _GRID[(h, w)] = (
+            np.arange(w, dtype=np.float32)[None, None, :] + 0.5,
+            np.arange(h, dtype=np.float32)[None, :, None] + 0.5,
+        )
     return _GRID[(h, w)]
 
 
@@ -184,7 +190,11 @@ def colour_shape_accuracy(readings: Sequence[FrameReading], target_caption: str)
     colour, shape = objects[0]
     col = [bool(r.objects) and r.objects[0].colour == colour for r in readings]
     shp = [bool(r.objects) and r.objects[0].shape == shape for r in readings]
-    return {"colour": float(np.mean(col)), "shape": float(np.mean(shp)), "both": float(np.mean([a and b for a, b in zip(col, shp)]))}
+    return {
+        "colour": float(np.mean(col)),
+        "shape": float(np.mean(shp)),
+        "both": float(np.mean([a and b for a, b in zip(col, shp, strict=False)])),
+    }
 
 
 def _pair(reading: FrameReading, colour: str, taken: set) -> Optional[ObjectReading]:
@@ -194,7 +204,9 @@ def _pair(reading: FrameReading, colour: str, taken: set) -> Optional[ObjectRead
     return next((o for o in reading.objects if o.colour not in taken), None)
 
 
-def motion_fidelity(out: Sequence[FrameReading], src: Sequence[FrameReading], src_caption: str, target_caption: str) -> tuple[float, float]:
+def motion_fidelity(
+    out: Sequence[FrameReading], src: Sequence[FrameReading], src_caption: str, target_caption: str
+) -> tuple[float, float]:
     """Mean distance (px) between each object's position in output and source, frame by frame.
 
     Objects are paired through the prompts: the i-th object of the source caption is the i-th of
@@ -204,9 +216,9 @@ def motion_fidelity(out: Sequence[FrameReading], src: Sequence[FrameReading], sr
     s_objs, _ = parse_caption(src_caption)
     t_objs, _ = parse_caption(target_caption)
     dists, total = [], 0
-    for ro, rs in zip(out, src):
+    for ro, rs in zip(out, src, strict=False):
         taken: set = set()
-        for (sc, _), (tc, _) in zip(s_objs, t_objs):
+        for (sc, _), (tc, _) in zip(s_objs, t_objs, strict=False):
             total += 1
             so = rs.find(sc)
             oo = _pair(ro, tc, taken)
@@ -248,7 +260,9 @@ def change_ratio(out_frames, src_frames) -> float:
     return mean_frame_change(out_frames) / max(mean_frame_change(src_frames), 1e-6)
 
 
-def video_metrics(out_frames, src_frames, src_caption: str, target_caption: str, src_readings: Optional[Sequence[FrameReading]] = None) -> dict[str, float]:
+def video_metrics(
+    out_frames, src_frames, src_caption: str, target_caption: str, src_readings: Optional[Sequence[FrameReading]] = None
+) -> dict[str, float]:
     """All metrics for one edited video against its source clip."""
     out_r = analyze_video(out_frames)
     src_r = list(src_readings) if src_readings is not None else analyze_video(src_frames)

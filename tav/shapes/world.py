@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class Scene:
 # ----------------------------------------------------------------------------------- geometry
 
 
-def shape_mask(shape: str, cx: np.ndarray, cy: np.ndarray, size: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def shape_mask(
+    shape: str, cx: np.ndarray, cy: np.ndarray, size: np.ndarray, xs: np.ndarray, ys: np.ndarray
+) -> np.ndarray:
     """Inside-test of ``shape`` for (broadcastable) parameters at points ``xs``/``ys`` (pixel units).
 
     Shared by the renderer and by the analyzer's template fit, so both agree on what a shape is.
@@ -161,7 +163,9 @@ def random_scene(rng: np.random.Generator, n_objects: int = 1) -> Scene:
 # ------------------------------------------------------------------------------------- motion
 
 
-def trajectory(kind: str, n_frames: int, size: float, *, speed: float = 1.0, start: tuple[float, float] | None = None) -> list[tuple[float, float]]:
+def trajectory(
+    kind: str, n_frames: int, size: float, *, speed: float = 1.0, start: tuple[float, float] | None = None
+) -> list[tuple[float, float]]:
     """Centres along a named path, kept inside the frame for an object of box side ``size``.
 
     Kinds: right, left, down, up, diagonal, antidiagonal (straight lines), arc (circular arc),
@@ -183,10 +187,15 @@ def trajectory(kind: str, n_frames: int, size: float, *, speed: float = 1.0, sta
         cx, cy = start or (mid, mid + (radius / 2 if kind == "arc" else 0.0))
         xs = cx + radius * np.cos(ang)
         ys = cy + radius * np.sin(ang)
-        return [(_reflect(float(x), lo, hi), _reflect(float(y), lo, hi)) for x, y in zip(xs, ys)]
+        return [(_reflect(float(x), lo, hi), _reflect(float(y), lo, hi)) for x, y in zip(xs, ys, strict=False)]
     directions = {
-        "right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1),
-        "diagonal": (1, 1), "antidiagonal": (1, -1), "bounce": (1, 0.35),
+        "right": (1, 0),
+        "left": (-1, 0),
+        "down": (0, 1),
+        "up": (0, -1),
+        "diagonal": (1, 1),
+        "antidiagonal": (1, -1),
+        "bounce": (1, 0.35),
     }
     if kind not in directions:
         raise ValueError(f"unknown trajectory {kind!r}; known: still, arc, circle, {', '.join(directions)}")
@@ -232,7 +241,12 @@ class Clip:
     def scenes(self) -> list[Scene]:
         paths = [trajectory(t.path, self.n_frames, t.size, speed=t.speed, start=t.start) for t in self.tracks]
         return [
-            Scene(tuple(Obj(t.shape, t.colour, p[i][0], p[i][1], t.size) for t, p in zip(self.tracks, paths)), self.background)
+            Scene(
+                tuple(
+                    Obj(t.shape, t.colour, p[i][0], p[i][1], t.size) for t, p in zip(self.tracks, paths, strict=True)
+                ),  # noqa: E501
+                self.background,
+            )
             for i in range(self.n_frames)
         ]
 

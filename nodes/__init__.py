@@ -1,0 +1,37 @@
+"""ComfyUI adapters over :mod:`tav` (V1 node classes). Imported by the pack's ``__init__.py``."""
+
+from __future__ import annotations
+
+from .common import register_folders
+from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
+from .sample import TAV_DDIMInvert, TAV_Sample
+from .tune import TAV_Tune
+from .video import TAV_LoadVideo, TAV_SaveVideo
+
+NODE_CLASS_MAPPINGS = {
+    "TAV_LoadVideo": TAV_LoadVideo,
+    "TAV_LoadCheckpoint": TAV_LoadCheckpoint,
+    "TAV_FromComfyModels": TAV_FromComfyModels,
+    "TAV_Inflate": TAV_Inflate,
+    "TAV_Tune": TAV_Tune,
+    "TAV_SaveTuned": TAV_SaveTuned,
+    "TAV_LoadTuned": TAV_LoadTuned,
+    "TAV_DDIMInvert": TAV_DDIMInvert,
+    "TAV_Sample": TAV_Sample,
+    "TAV_SaveVideo": TAV_SaveVideo,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TAV_LoadVideo": "Load Video (Tune-A-Video)",
+    "TAV_LoadCheckpoint": "Load Checkpoint (Tune-A-Video)",
+    "TAV_FromComfyModels": "From ComfyUI Models (Tune-A-Video)",
+    "TAV_Inflate": "Inflate to Video Model (Tune-A-Video)",
+    "TAV_Tune": "Tune on Video (Tune-A-Video)",
+    "TAV_SaveTuned": "Save Tuned Weights (Tune-A-Video)",
+    "TAV_LoadTuned": "Load Tuned Weights (Tune-A-Video)",
+    "TAV_DDIMInvert": "DDIM Invert (Tune-A-Video)",
+    "TAV_Sample": "Sample Video (Tune-A-Video)",
+    "TAV_SaveVideo": "Save Video (Tune-A-Video)",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folders"]

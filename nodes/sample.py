@@ -1,0 +1,283 @@
+"""DDIM Invert and Sample: invert the clip once, then render edited prompts from that noise."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from tav.pipeline import Pipeline
+
+from .common import (
+    CATEGORY,
+    INVERTED,
+    PIPELINE,
+    check_interrupt,
+    conditioning_embeds,
+    first_error,
+    int_error,
+    log,
+    progress,
+    size_error,
+)
+
+
+def _fingerprint(pipe: Pipeline) -> str:
+    return pipe.base_fingerprint or ""
+
+
+class TAV_DDIMInvert:
+    """DDIM-invert the clip to noise with the (tuned) model; run once per tuned model and reuse."""
+
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (INVERTED,)
+    RETURN_NAMES = ("inverted",)
+    OUTPUT_TOOLTIPS = (
+        "The clip's latents inverted to noise; feed it to Sample to keep the clip's structure and motion.",
+    )
+    FUNCTION = "invert"
+    DESCRIPTION = "DDIM inversion (the reference: empty prompt, 50 steps). Changing only Sample's prompt reuses it."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "pipeline": (PIPELINE, {"tooltip": "The tuned pipeline from Tune or Load Tuned."}),
+                "frames": ("IMAGE", {"tooltip": "The same clip that was tuned on."}),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 50,
+                        "min": 1,
+                        "max": 1000,
+                        "tooltip": "DDIM steps; use the same number in Sample (the paper: 50).",
+                    },
+                ),
+            },
+            "optional": {
+                "prompt": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "Prompt to invert with; empty = unconditional, as the reference.",
+                    },
+                ),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps: Optional[int] = None) -> bool | str:
+        return first_error(int_error("steps", steps, 1, 1000))
+
+    def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> tuple[dict]:
+        from tav import ddim, inflation
+
+        check_interrupt()
+        if not inflation.is_inflated(pipeline):
+            raise ValueError("DDIM Invert needs an inflated (tuned) pipeline: connect Tune or Load Tuned")
+        frames = frames[..., :3]
+        latents = pipeline.encode_video(frames)
+        embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
+        noise = ddim.invert(pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"))
+        f, h, w, _ = frames.shape
+        out = {
+            "latents": noise.detach().to("cpu", torch.float32),
+            "steps": int(steps),
+            "fingerprint": _fingerprint(pipeline),
+            "frames": int(f),
+            "height": int(h),
+            "width": int(w),
+        }
+        return (out,)
+
+
+class TAV_Sample:
+    """Render an edited prompt with the tuned video model (DDIM + classifier-free guidance)."""
+
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("IMAGE", "LATENT")
+    RETURN_NAMES = ("frames", "latent")
+    OUTPUT_TOOLTIPS = (
+        "The generated frames as an IMAGE batch [frames, height, width, 3].",
+        "The frames' latents as a stock LATENT (a batch of frames, unscaled, for ComfyUI's VAE nodes).",
+    )
+    FUNCTION = "sample"
+    DESCRIPTION = "DDIM sampling from the inverted clip (or random noise) with an edited prompt."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "pipeline": (PIPELINE, {"tooltip": "The tuned pipeline."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "spider man is skiing on the beach, cartoon style",
+                        "tooltip": "The edit prompt. Ignored when a positive CONDITIONING is connected.",
+                    },
+                ),
+                "negative_prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": (
+                            "What to steer away from (empty = the unconditional prompt, as the paper). Ignored when a "
+                            "negative CONDITIONING is connected."
+                        ),
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (the paper: 50; match DDIM Invert)."},
+                ),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 12.5,
+                        "min": 0.0,
+                        "max": 100.0,
+                        "step": 0.1,
+                        "round": 0.01,
+                        "tooltip": "Classifier-free guidance scale (the paper: 12.5); 1 disables guidance.",
+                    },
+                ),
+                "eta": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "DDIM eta: 0 is deterministic (the paper); 1 adds fresh noise each step like DDPM.",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFF,
+                        "tooltip": "Seed for the starting noise (without inverted latents) and for eta > 0.",
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 24,
+                        "min": 1,
+                        "max": 1024,
+                        "tooltip": "Frame count when no inverted latents are connected.",
+                    },
+                ),
+                "width": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 8,
+                        "max": 4096,
+                        "step": 8,
+                        "tooltip": "Width when no inverted latents are connected (a multiple of 8).",
+                    },
+                ),
+                "height": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 8,
+                        "max": 4096,
+                        "step": 8,
+                        "tooltip": "Height when no inverted latents are connected (a multiple of 8).",
+                    },
+                ),
+            },
+            "optional": {
+                "inverted": (
+                    INVERTED,
+                    {"tooltip": "Start from the DDIM-inverted clip (recommended: keeps its motion and layout)."},
+                ),
+                "positive": (
+                    "CONDITIONING",
+                    {
+                        "tooltip": (
+                            "Stock conditioning (e.g. CLIP Text Encode with the same CLIP) used instead of the prompt "
+                            "text."
+                        )
+                    },
+                ),
+                "negative": (
+                    "CONDITIONING",
+                    {"tooltip": "Stock negative conditioning used instead of negative_prompt."},
+                ),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(
+        cls,
+        steps: Optional[int] = None,
+        frames: Optional[int] = None,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+    ) -> bool | str:
+        return first_error(
+            int_error("steps", steps, 1, 1000), int_error("frames", frames, 1, 1024), size_error(width, height)
+        )
+
+    def sample(
+        self,
+        pipeline: Pipeline,
+        prompt: str,
+        negative_prompt: str,
+        steps: int,
+        cfg: float,
+        eta: float,
+        seed: int,
+        frames: int,
+        width: int,
+        height: int,
+        inverted: Optional[dict] = None,
+        positive: Any = None,
+        negative: Any = None,
+    ) -> tuple[torch.Tensor, dict]:
+        from tav import ddim, inflation
+
+        check_interrupt()
+        if not inflation.is_inflated(pipeline):
+            raise ValueError("Sample needs an inflated (tuned) pipeline: connect Tune, Load Tuned or Inflate")
+        dev = pipeline.device
+        cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
+        neg = None
+        if negative is not None:
+            neg = conditioning_embeds(negative)
+        elif negative_prompt.strip():
+            neg = pipeline.encode_prompt(negative_prompt)
+        dtype = next(pipeline.text_encoder.parameters()).dtype
+        cond = cond.to(dev, dtype)
+        neg = neg.to(dev, dtype) if neg is not None else None
+        init = None
+        if inverted is not None:
+            init = inverted["latents"]
+            if inverted.get("fingerprint") and inverted["fingerprint"] != _fingerprint(pipeline):
+                log.warning("Tune-A-Video: the inverted latents come from a different base model")
+            if inverted.get("steps") and inverted["steps"] != steps:
+                log.info("Tune-A-Video: inverted with %s steps, sampling with %s", inverted["steps"], steps)
+        latents = ddim.sample(
+            pipeline,
+            cond,
+            negative_embeds=neg,
+            latents=init,
+            frames=frames,
+            height=height,
+            width=width,
+            steps=steps,
+            guidance_scale=cfg,
+            eta=eta,
+            seed=seed,
+            callback=progress("sample"),
+        )
+        images = pipeline.decode_latents(latents)
+        stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale
+        return (images, {"samples": stock.contiguous()})

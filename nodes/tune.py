@@ -1,0 +1,216 @@
+"""Tune: one-shot fine-tuning of the inflated model on one clip, plus a loss-curve image."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tav.pipeline import Pipeline
+
+from .common import (
+    CATEGORY,
+    PIPELINE,
+    PRECISIONS,
+    TUNE_INFO_ATTR,
+    check_interrupt,
+    first_error,
+    free_comfy_memory,
+    int_error,
+    log,
+    progress,
+)
+
+DEFAULT_MODULES = "attn1.to_q, attn2.to_q, attn_temp"
+
+
+def parse_modules(text: str) -> tuple[str, ...]:
+    mods = tuple(m.strip() for m in text.replace("\n", ",").split(",") if m.strip())
+    if not mods:
+        raise ValueError("trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES)
+    return mods
+
+
+def loss_curve_image(losses: Sequence[float], width: int = 512, height: int = 256) -> torch.Tensor:
+    """Plot the per-step loss (grey) and its running mean (blue) as an IMAGE ``[1, H, W, 3]``."""
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 48, width - 10, 22, height - 22
+    d.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    vals = [v for v in losses if math.isfinite(v)]
+    title = f"tuning loss: {len(losses)} steps"
+    if vals:
+        title += f", last {losses[-1]:.4f}, min {min(vals):.4f}"
+    d.text((left, 4), title, fill=(0, 0, 0))
+    if vals:
+        lo, hi = min(vals), max(vals)
+        hi = hi if hi > lo else lo + 1e-6
+        d.text((2, top), f"{hi:.3g}", fill=(0, 0, 0))
+        d.text((2, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        d.text((left, bottom + 4), "1", fill=(0, 0, 0))
+        d.text((right - 30, bottom + 4), str(len(losses)), fill=(0, 0, 0))
+        n = len(losses)
+
+        def xy(i: int, v: float) -> tuple[float, float]:
+            x = left + (right - left) * (i / max(1, n - 1))
+            y = bottom - (bottom - top) * ((v - lo) / (hi - lo))
+            return x, y
+
+        raw = [xy(i, v) for i, v in enumerate(losses) if math.isfinite(v)]
+        ema, smooth = None, []
+        for i, v in enumerate(losses):
+            if math.isfinite(v):
+                ema = v if ema is None else 0.9 * ema + 0.1 * v
+                smooth.append(xy(i, ema))
+        if len(raw) > 1:
+            d.line(raw, fill=(170, 170, 170), width=1)
+            d.line(smooth, fill=(30, 90, 200), width=2)
+        else:
+            x, y = raw[0]
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 90, 200))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).unsqueeze(0)
+
+
+class TAV_Tune:
+    """Fine-tune the query projections and temporal attention on one clip (the paper: 500 steps, lr 3e-5)."""
+
+    CATEGORY = f"{CATEGORY}/tuning"
+    RETURN_TYPES = (PIPELINE, "IMAGE")
+    RETURN_NAMES = ("tuned_pipeline", "loss_curve")
+    OUTPUT_TOOLTIPS = (
+        "A new pipeline with the tuned weights; it shares the frozen weights with the input, which is not changed.",
+        "The training loss per step (grey) and its running mean (blue).",
+    )
+    FUNCTION = "tune"
+    DESCRIPTION = "One-shot tuning: learn the clip's motion. Re-runs only when its inputs change."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "pipeline": (
+                    PIPELINE,
+                    {"tooltip": "An inflated pipeline (a 2-D one is inflated with default settings)."},
+                ),
+                "frames": (
+                    "IMAGE",
+                    {"tooltip": "The clip to learn, e.g. from Load Video; width and height must be multiples of 8."},
+                ),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "a man is skiing",
+                        "tooltip": "A caption of the clip (the source prompt).",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {"default": 500, "min": 1, "max": 100000, "tooltip": "Optimisation steps (the paper: 500)."},
+                ),
+                "learning_rate": (
+                    "FLOAT",
+                    {
+                        "default": 3e-5,
+                        "min": 1e-8,
+                        "max": 1e-2,
+                        "step": 1e-6,
+                        "round": False,
+                        "tooltip": "AdamW learning rate (the paper: 3e-5).",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 33,
+                        "min": 0,
+                        "max": 0xFFFFFFFF,
+                        "control_after_generate": False,
+                        "tooltip": "Seed for the noise and timesteps drawn during tuning.",
+                    },
+                ),
+                "trainable_modules": (
+                    "STRING",
+                    {
+                        "default": DEFAULT_MODULES,
+                        "tooltip": (
+                            "Comma-separated module-name suffixes to train (the paper: attn1.to_q, attn2.to_q, "
+                            "attn_temp). Everything else stays frozen."
+                        ),
+                    },
+                ),
+                "precision": (
+                    PRECISIONS,
+                    {
+                        "default": "auto",
+                        "tooltip": (
+                            "auto: fp32 on the CPU; on a GPU, bf16 (or fp16) autocast with fp32 trainable weights."
+                        ),
+                    },
+                ),
+                "gradient_checkpointing": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Trade compute for memory (recommended on GPUs with little memory)."},
+                ),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps: Optional[int] = None, trainable_modules: Optional[str] = None) -> bool | str:
+        mods = None
+        if trainable_modules is not None and not parse_modules_safe(trainable_modules):
+            mods = "trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES
+        return first_error(int_error("steps", steps, 1, 100000), mods)
+
+    def tune(
+        self,
+        pipeline: Pipeline,
+        frames: torch.Tensor,
+        prompt: str,
+        steps: int,
+        learning_rate: float,
+        seed: int,
+        trainable_modules: str,
+        precision: str,
+        gradient_checkpointing: bool,
+    ) -> tuple[Pipeline, torch.Tensor]:
+        from tav import inflation, tuning
+
+        check_interrupt()
+        if not inflation.is_inflated(pipeline):
+            log.info("Tune-A-Video: inflating the 2-D pipeline with default settings before tuning")
+            pipeline = inflation.inflate(pipeline)
+        free_comfy_memory()
+        frames = frames[..., :3]
+        latents = pipeline.encode_video(frames)
+        embeds = pipeline.encode_prompt(prompt)
+        modules = parse_modules(trainable_modules)
+        config = tuning.TuneConfig(
+            steps=steps,
+            lr=learning_rate,
+            seed=seed,
+            trainable_modules=modules,
+            precision=precision,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+        result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"))
+        tuned = result.pipeline
+        f, h, w, _ = frames.shape
+        setattr(
+            tuned,
+            TUNE_INFO_ATTR,
+            {"prompt": prompt, "frames": int(f), "height": int(h), "width": int(w), "trainable_modules": modules},
+        )
+        return (tuned, loss_curve_image(result.losses))
+
+
+def parse_modules_safe(text: str) -> tuple[str, ...]:
+    try:
+        return parse_modules(text)
+    except ValueError:
+        return ()

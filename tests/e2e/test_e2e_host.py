@@ -1,0 +1,69 @@
+"""The pack loads on the live host and every node is registered with its inputs."""
+
+from __future__ import annotations
+
+from comfy_client import ComfyClient
+from comfy_host import PACK_LINK, ComfyServer
+from helpers import API_DIR, UI_DIR
+
+EXPECTED = {
+    "TAV_LoadVideo": {"video", "n_frames", "start", "stride", "width", "height", "resize", "images", "path"},
+    "TAV_LoadCheckpoint": {"model", "prediction_type", "precision"},
+    "TAV_FromComfyModels": {"model", "clip", "vae", "precision"},
+    "TAV_Inflate": {"pipeline", "norm", "attention", "seed"},
+    "TAV_Tune": {
+        "pipeline", "frames", "prompt", "steps", "learning_rate", "seed", "trainable_modules", "precision",
+        "gradient_checkpointing",
+    },
+    "TAV_SaveTuned": {"pipeline", "filename_prefix"},
+    "TAV_LoadTuned": {"pipeline", "tuned_weights", "check_base_model"},
+    "TAV_DDIMInvert": {"pipeline", "frames", "steps", "prompt"},
+    "TAV_Sample": {
+        "pipeline", "prompt", "negative_prompt", "steps", "cfg", "eta", "seed", "frames", "width", "height",
+        "inverted", "positive", "negative",
+    },
+    "TAV_SaveVideo": {"images", "fps", "format", "filename_prefix"},
+}  # fmt: skip
+
+
+def test_pack_imports_without_failure(client: ComfyClient, comfy_server: ComfyServer) -> None:
+    client.get("/object_info/TAV_LoadVideo")  # server is up and the pack has loaded
+    log = comfy_server.log.read_text(errors="replace")
+    bad = [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_LINK in line]
+    assert not bad, "\n".join(bad)
+    assert PACK_LINK in log  # listed in the custom-node import times
+
+
+def test_object_info_lists_every_node(client: ComfyClient) -> None:
+    info = client.object_info()
+    for node, inputs in EXPECTED.items():
+        assert node in info, f"{node} not registered"
+        spec = info[node]
+        got = set(spec["input"].get("required", {})) | set(spec["input"].get("optional", {}))
+        assert got == inputs, f"{node}: inputs {sorted(got)} != {sorted(inputs)}"
+        assert spec["category"].startswith("Tune-A-Video"), spec["category"]
+        assert PACK_LINK in spec["python_module"]
+        for section in ("required", "optional"):
+            for name, decl in spec["input"].get(section, {}).items():
+                assert len(decl) > 1 and decl[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    assert set(info["TAV_Sample"]["output"]) == {"IMAGE", "LATENT"}
+    assert info["TAV_LoadVideo"]["input"]["required"]["video"][1].get("video_upload") is True
+    assert "tav-shapes" in str(info["TAV_LoadCheckpoint"]["input"]["required"]["model"][0])
+    assert info["TAV_SaveVideo"]["output_node"] is True
+
+
+def test_tuneavideo_folder_registered(client: ComfyClient, comfy_server: ComfyServer) -> None:
+    assert "tuneavideo" in client.get("/models")
+    (comfy_server.models / "tuneavideo" / "probe_tuned.safetensors").write_bytes(b"")
+    assert "probe_tuned.safetensors" in client.get("/models/tuneavideo")
+    (comfy_server.models / "tuneavideo" / "probe_tuned.safetensors").unlink()
+
+
+def test_workflows_listed_in_template_browser(client: ComfyClient) -> None:
+    templates = client.get("/workflow_templates")
+    assert PACK_LINK in templates, templates
+    ui = sorted(p.stem for p in UI_DIR.glob("*.json"))
+    assert sorted(templates[PACK_LINK]) == ui
+    assert sorted(p.stem for p in API_DIR.glob("*.json")) == ui  # every UI workflow has an API twin
+    status, body = client.request("GET", f"/api/workflow_templates/{PACK_LINK}/{ui[0]}.json")
+    assert status == 200 and body["version"] == 0.4

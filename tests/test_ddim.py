@@ -1,0 +1,115 @@
+"""DDIM schedule/step against diffusers, and inversion -> sampling reconstruction."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from tav import ddim
+from tav.inflation import inflate
+from tav.pipeline import Pipeline
+
+from .tiny import SCHEDULER, tiny_pipeline
+
+
+def test_timesteps_match_reference_schedule() -> None:
+    sched = DDIMScheduler(**{k: v for k, v in SCHEDULER.items() if not k.startswith("_")})
+    sched.set_timesteps(50)
+    assert ddim.ddim_timesteps(1000, 50, 1) == sched.timesteps.tolist()
+    assert ddim.ddim_timesteps(1000, 50, 1)[:2] == [981, 961] and ddim.ddim_timesteps(1000, 50, 1)[-1] == 1
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_step_matches_diffusers(prediction_type: str, eta: float) -> None:
+    cfg = {k: v for k, v in SCHEDULER.items() if not k.startswith("_")}
+    sched = DDIMScheduler(**{**cfg, "prediction_type": prediction_type})
+    sched.set_timesteps(20)
+    ac = ddim.alphas_cumprod(cfg)
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 2, 8, 8, dtype=torch.float64)
+    for t in sched.timesteps.tolist():
+        out, noise = torch.randn_like(x), torch.randn_like(x)
+        want = sched.step(out, t, x, eta=eta, variance_noise=noise).prev_sample
+        prev = t - 1000 // 20
+        a_prev = float(ac[prev]) if prev >= 0 else float(ac[0])
+        got = ddim.ddim_step(x, out, float(ac[t]), a_prev, prediction_type, eta, noise)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+class GaussianEps(torch.nn.Module):
+    """The exact denoiser for data ~ N(mu, sd^2): DDIM is then the probability-flow ODE, so
+    inversion followed by sampling must return the input up to DDIM's discretisation error."""
+
+    def __init__(self, mu: float, sd: float, prediction_type: str) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.mu, self.sd, self.pred = mu, sd, prediction_type
+        self.ac = ddim.alphas_cumprod(SCHEDULER).float()
+
+    def forward(self, x, t, emb, return_dict=False):
+        a = self.ac[int(t)]
+        eps = (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.sd**2 + 1 - a)
+        if self.pred == "epsilon":
+            return (eps,)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        return (a.sqrt() * eps - (1 - a).sqrt() * x0,)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inversion_then_sampling_reconstructs(prediction_type: str) -> None:
+    """Tolerance: RMS error <= 0.03 at 50 steps on data of std 0.5 (measured 0.021), and the error
+    halves when the steps double: DDIM inversion evaluates eps at the next timestep, a first-order
+    approximation, so the error is O(1/steps) — a wrong sign or offset in either direction breaks both."""
+    pipe = Pipeline(GaussianEps(0.3, 0.5, prediction_type), None, None, None,
+                    {**SCHEDULER, "prediction_type": prediction_type})
+    torch.manual_seed(0)
+    x = 0.3 + 0.5 * torch.randn(1, 4, 3, 8, 8)
+    emb = torch.zeros(1, 77, 8)
+    errors = []
+    for steps in (50, 100):
+        noise = ddim.invert(pipe, x, steps=steps, prompt_embeds=emb)
+        assert 0.9 < noise.std().item() < 1.1  # inverted latents look like unit noise
+        back = ddim.sample(pipe, emb, latents=noise, steps=steps, guidance_scale=1.0)
+        errors.append(((back - x) ** 2).mean().sqrt().item())
+    assert errors[0] <= 0.03
+    assert errors[1] <= 0.6 * errors[0]
+
+
+def test_video_pipeline_invert_sample_shapes_and_determinism() -> None:
+    pipe = inflate(tiny_pipeline(seed=2))
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 3, 8, 8)
+    emb = pipe.encode_prompt("a red square")
+    seen = []
+    inv = ddim.invert(pipe, x, steps=4, callback=lambda s, t: seen.append((s, t)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    a = ddim.sample(pipe, emb, latents=inv, steps=4, guidance_scale=7.5, seed=1)
+    b = ddim.sample(pipe, emb, latents=inv, steps=4, guidance_scale=7.5, seed=99)
+    assert a.shape == x.shape and torch.equal(a, b)  # eta 0 from an inverted latent: the seed is irrelevant
+    c = ddim.sample(pipe, emb, frames=3, height=64, width=64, steps=2, seed=5)
+    d = ddim.sample(pipe, emb, frames=3, height=64, width=64, steps=2, seed=5)
+    assert c.shape == (1, 4, 3, 8, 8) and torch.equal(c, d)
+
+
+def test_2d_pipeline_denoises_frames_independently() -> None:
+    """The per-frame baseline: a 2-D pipeline treats each frame alone, so frame order is irrelevant."""
+    pipe = tiny_pipeline(seed=4)
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 3, 8, 8)
+    emb = pipe.encode_prompt("a cat")
+    out = ddim.sample(pipe, emb, latents=x, steps=2, guidance_scale=3.0)
+    rev = ddim.sample(pipe, emb, latents=x.flip(2), steps=2, guidance_scale=3.0)
+    torch.testing.assert_close(out.flip(2), rev)
+
+
+def test_bad_arguments() -> None:
+    pipe = tiny_pipeline()
+    emb = torch.zeros(1, 77, 32)
+    with pytest.raises(ValueError, match="steps"):
+        ddim.ddim_timesteps(1000, 0)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        ddim.sample(pipe, emb, frames=2, height=60, width=64)
+    with pytest.raises(ValueError, match="either initial latents"):
+        ddim.sample(pipe, emb)
+    with pytest.raises(ValueError, match=r"\[1, C, frames"):
+        ddim.invert(pipe, torch.zeros(4, 8, 8))

@@ -1,0 +1,118 @@
+"""One-shot tuning: what changes, what stays bit-identical, and that the loss goes down."""
+
+import pytest
+import torch
+
+from tav.inflation import inflate
+from tav.tuning import TuneConfig, trainable_names, tune
+
+from .tiny import tiny_pipeline
+
+
+def _fixed_loss(pipe, latents: torch.Tensor, emb: torch.Tensor) -> float:
+    """Mean epsilon-MSE over fixed timesteps and noise: comparable before and after tuning."""
+    gen = torch.Generator().manual_seed(123)
+    from tav.ddim import alphas_cumprod
+
+    ac = alphas_cumprod(pipe.scheduler_config).float()
+    total = 0.0
+    with torch.no_grad():
+        for t in (50, 250, 450, 650, 850):
+            noise = torch.randn(latents.shape, generator=gen)
+            a = ac[t]
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            total += torch.nn.functional.mse_loss(pipe.unet(noisy, t, emb), noise).item()
+    return total / 5
+
+
+@pytest.fixture(scope="module")
+def setup():
+    pipe = inflate(tiny_pipeline(seed=5), zero_temporal_bias=True)
+    torch.manual_seed(0)
+    latents = torch.randn(1, 4, 4, 8, 8)
+    emb = pipe.encode_prompt("a red circle moving right")
+    return pipe, latents, emb
+
+
+def test_only_configured_parameters_change(setup) -> None:
+    pipe, latents, emb = setup
+    before = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    cfg = TuneConfig(steps=3, lr=1e-3, gradient_checkpointing=True)
+    result = tune(pipe, latents, emb, cfg)
+    names = set(trainable_names(pipe.unet, cfg.trainable_modules))
+    after = result.pipeline.unet.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == names  # every trainable tensor moved; nothing else did
+    assert all(k.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "to_out.0.bias"))
+               for k in names)
+    assert any("attn1.to_q" in k for k in names) and any("attn2.to_q" in k for k in names)
+    assert not any("norm_temp" in k or "attn1.to_k" in k or "ff." in k for k in names)
+    # the input pipeline is untouched, and the tuned one shares its frozen weights
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert pipe.unet.unet.conv_in.weight.data_ptr() == result.pipeline.unet.unet.conv_in.weight.data_ptr()
+    assert result.trainable_params == sum(after[k].numel() for k in names)
+    assert len(result.losses) == 3
+
+
+def test_trainable_count_formula_tiny(setup) -> None:
+    """6 d^2 + d per transformer block (q of attn1 and attn2, q/k/v/out of attn_temp, out bias)."""
+    pipe, _, _ = setup
+    params = dict(pipe.unet.named_parameters())
+    n = sum(params[k].numel() for k in trainable_names(pipe.unet, TuneConfig().trainable_modules))
+    dims = [b.attn1.query_dim for b in pipe.unet.modules() if hasattr(b, "attn_temp")]
+    assert n == sum(6 * d * d + d for d in dims)
+
+
+def test_loss_goes_down_on_fixed_clip(setup) -> None:
+    pipe, latents, emb = setup
+    before = _fixed_loss(pipe, latents, emb)
+    result = tune(pipe, latents, emb, TuneConfig(steps=40, lr=2e-3, gradient_checkpointing=False, seed=1))
+    after = _fixed_loss(result.pipeline, latents, emb)
+    assert after < 0.9 * before, (before, after)
+
+
+def test_custom_trainable_and_bad_names(setup) -> None:
+    pipe, latents, emb = setup
+    result = tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["attn_temp"]))
+    assert result.trainable_params == sum(
+        p.numel() for n, p in pipe.unet.named_parameters() if ".attn_temp." in n
+    )
+    with pytest.raises(ValueError, match="match no module"):
+        tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["nonexistent"]))
+
+
+def test_deterministic_with_seed(setup) -> None:
+    pipe, latents, emb = setup
+    a = tune(pipe, latents, emb, TuneConfig(steps=2, lr=1e-3, seed=9)).losses
+    b = tune(pipe, latents, emb, TuneConfig(steps=2, lr=1e-3, seed=9)).losses
+    assert a == b
+
+
+def test_tunes_inference_tensors_as_comfyui_hands_them(setup) -> None:
+    """ComfyUI runs nodes under inference_mode: weights and inputs made there must still train."""
+    with torch.inference_mode():
+        pipe = inflate(tiny_pipeline(seed=6))
+        latents = torch.randn(1, 4, 2, 8, 8)
+        emb = pipe.encode_prompt("a blue square")
+        result = tune(pipe, latents, emb, TuneConfig(steps=2, lr=1e-3))
+    assert len(result.losses) == 2
+
+
+def test_cancel_from_callback_stops(setup) -> None:
+    pipe, latents, emb = setup
+    seen = []
+
+    def cb(step: int, total: int) -> None:
+        seen.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(pipe, latents, emb, TuneConfig(steps=50), callback=cb)
+    assert seen == [1, 2]
+
+
+def test_refuses_uninflated_pipeline() -> None:
+    with pytest.raises(ValueError, match="inflate"):
+        tune(tiny_pipeline(), torch.zeros(1, 4, 2, 8, 8), torch.zeros(1, 77, 32), TuneConfig(steps=1))
