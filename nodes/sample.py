@@ -15,7 +15,6 @@ from .common import (
     check_interrupt,
     conditioning_embeds,
     first_error,
-    int_error,
     log,
     progress,
     size_error,
@@ -65,10 +64,6 @@ class TAV_DDIMInvert:
                 ),
             },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, steps: Optional[int] = None) -> bool | str:
-        return first_error(int_error("steps", steps, 1, 1000))
 
     def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> tuple[dict]:
         from tav import ddim, inflation
@@ -215,16 +210,8 @@ class TAV_Sample:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(
-        cls,
-        steps: Optional[int] = None,
-        frames: Optional[int] = None,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
-    ) -> bool | str:
-        return first_error(
-            int_error("steps", steps, 1, 1000), int_error("frames", frames, 1, 1024), size_error(width, height)
-        )
+    def VALIDATE_INPUTS(cls, width: Optional[int] = None, height: Optional[int] = None) -> bool | str:
+        return first_error(size_error(width, height))
 
     def sample(
         self,

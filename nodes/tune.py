@@ -18,9 +18,7 @@ from .common import (
     PRECISIONS,
     TUNE_INFO_ATTR,
     check_interrupt,
-    first_error,
     free_comfy_memory,
-    int_error,
     log,
     progress,
 )
@@ -161,11 +159,10 @@ class TAV_Tune:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, steps: Optional[int] = None, trainable_modules: Optional[str] = None) -> bool | str:
-        mods = None
+    def VALIDATE_INPUTS(cls, trainable_modules: Optional[str] = None) -> bool | str:
         if trainable_modules is not None and not parse_modules_safe(trainable_modules):
-            mods = "trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES
-        return first_error(int_error("steps", steps, 1, 100000), mods)
+            return "trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES
+        return True
 
     def tune(
         self,

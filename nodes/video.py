@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tav import video_io
 
-from .common import CATEGORY, VIDEO_EXTS, first_error, int_error, size_error
+from .common import CATEGORY, VIDEO_EXTS, first_error, size_error
 
 RESIZE_MODES = list(video_io.RESIZE_MODES)
 #: playback rate reported when frames come from an IMAGE input (no file to read it from)
@@ -181,23 +181,15 @@ class TAV_LoadVideo:
         cls,
         input_types: Optional[dict] = None,
         video: Optional[str] = None,
-        n_frames: Optional[int] = None,
-        start: Optional[int] = None,
-        stride: Optional[int] = None,
         width: Optional[int] = None,
         height: Optional[int] = None,
         path: Optional[str] = None,
     ) -> bool | str:
+        # n_frames/start/stride keep ComfyUI's own min/max checks (inputs named here lose them)
         file_error = None
         if "images" not in (input_types or {}):
             _, file_error = resolve_video(video, path)
-        return first_error(
-            int_error("n_frames", n_frames, 1, 1024),
-            int_error("start", start, 0),
-            int_error("stride", stride, 1),
-            size_error(width, height),
-            file_error,
-        )
+        return first_error(size_error(width, height), file_error)
 
     @classmethod
     def IS_CHANGED(cls, video: Optional[str] = None, path: Optional[str] = None, **_: Any) -> str:

@@ -18,13 +18,13 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -38,11 +38,11 @@ from .ldm_convert import (
     VAE,
     CheckpointError,
     assign_state_dict,
-    vae_ddconfig,
     detect_family,
     tensors,
     text_encoder_from_ldm,
     unet_from_ldm,
+    vae_ddconfig,
     vae_from_ldm,
 )
 from .pipeline import Pipeline

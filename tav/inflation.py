@@ -15,7 +15,7 @@ ones. What changes (all keyed exactly as the reference, so its checkpoints load)
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

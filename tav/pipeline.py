@@ -10,7 +10,8 @@ layout), latents ``[B, C, F, h, w]`` already multiplied by the VAE scaling facto
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class Pipeline:
         """Pixels per latent pixel (8 for SD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def replace(self, **changes: Any) -> "Pipeline":
+    def replace(self, **changes: Any) -> Pipeline:
         return dataclasses.replace(self, **changes)
 
     @torch.no_grad()

@@ -7,7 +7,8 @@ interrupt exception to cancel. Raising from the callback is the one way to stop 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 ProgressFn = Callable[[int, int], None]
 

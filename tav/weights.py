@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from safetensors import safe_open
@@ -90,6 +91,11 @@ def save_tuned(
         "width": str(width),
         **(extra or {}),
     }
+    _atomic_save(tensors, path, meta)
+    return meta
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str]) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -101,7 +107,19 @@ def save_tuned(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return meta
+
+
+def save_latents(path: str | os.PathLike, latents: torch.Tensor, meta: Optional[dict[str, str]] = None) -> None:
+    """Store an inverted latent (786 KB for 24 frames at 64x64) so inversion runs once per tuned model."""
+    _atomic_save({"latents": latents.detach().float().contiguous().cpu()}, path, {"format": "tav-latents/1", **(meta or {})})
+
+
+def load_latents(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
+    with safe_open(os.fspath(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "tav-latents/1":
+            raise ValueError(f"{os.fspath(path)} is not a latents file written by `python -m tav invert`")
+        return f.get_tensor("latents"), meta
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

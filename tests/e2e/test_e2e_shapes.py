@@ -89,7 +89,7 @@ def _small_valid_prompt(prefix: str) -> dict:
     "change, words",
     [
         ({"video": "no_such_clip.mp4"}, ["no_such_clip.mp4", "not found"]),
-        ({"n_frames": 0}, ["n_frames", "at least 1"]),
+        ({"n_frames": 0}, ["n_frames", "smaller than min of 1"]),
         ({"width": 60}, ["width", "multiple of 8"]),
         ({"path": "../../etc/passwd"}, ["outside"]),
     ],
@@ -114,9 +114,13 @@ def test_bad_sample_size_is_rejected(client: ComfyClient, shapes_prompt: dict) -
     p = copy.deepcopy(shapes_prompt)
     sample = node_of(p, "TAV_Sample")
     p[sample]["inputs"]["height"] = 100
-    with pytest.raises(PromptRejected) as info:
-        client.queue(p)
-    assert "multiple of 8" in str(info.value.body["node_errors"][sample])
+    status, body = client.request("POST", "/prompt", {"prompt": p, "client_id": client.client_id})
+    # ComfyUI still runs the other, valid outputs of the graph (the loss preview, Save Tuned)
+    assert status in (200, 400), body
+    assert "multiple of 8" in str(body["node_errors"][sample]), body
+    if status == 200:
+        entry = client.wait(body["prompt_id"], timeout=300)
+        assert sample not in entry["outputs"]
 
 
 def test_interrupt_during_tuning(client: ComfyClient, shapes_prompt: dict, first_run: tuple[str, dict]) -> None:

@@ -1,0 +1,118 @@
+"""The whole Tune-A-Video recipe in one call: tune on a clip, invert it once, sample every edit.
+
+Front ends (CLI, demo, the official-config runner) share this; ComfyUI nodes call the steps
+separately so that ComfyUI's cache can re-run sampling alone when only an edit prompt changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import ddim
+from .inflation import inflate, is_inflated
+from .pipeline import Pipeline
+from .progress import ProgressFn
+from .tuning import TuneConfig, tune
+
+#: phase-aware progress: ``callback(phase, step, total)`` with phase "tune", "invert" or "sample:<i>"
+PhaseProgress = Callable[[str, int, int], None]
+
+
+@dataclasses.dataclass
+class EditConfig:
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
+    inversion_steps: int = 50
+    #: invert with the source prompt instead of the empty prompt (the reference uses "")
+    invert_with_prompt: bool = False
+    #: False = start sampling from random noise (the "w/o inversion" ablation)
+    use_inversion: bool = True
+    steps: int = 50
+    guidance_scale: float = 12.5
+    eta: float = 0.0
+    negative_prompt: str = ""
+    seed: int = 33
+    norm: str = "video"
+    attention: str = "sparse_causal"
+
+
+@dataclasses.dataclass
+class EditResult:
+    pipeline: Pipeline
+    latents: torch.Tensor
+    inverted: Optional[torch.Tensor]
+    videos: list[torch.Tensor]
+    losses: list[float]
+
+
+def _phase(callback: Optional[PhaseProgress], name: str) -> Optional[ProgressFn]:
+    return None if callback is None else (lambda step, total: callback(name, step, total))
+
+
+def tune_and_edit(
+    pipe: Pipeline,
+    frames: torch.Tensor,
+    prompt: str,
+    edit_prompts: Sequence[str],
+    config: EditConfig = EditConfig(),
+    callback: Optional[PhaseProgress] = None,
+) -> EditResult:
+    """Frames ``[F, H, W, 3]`` + caption -> one edited clip ``[F, H, W, 3]`` per edit prompt.
+
+    ``config.tune.steps == 0`` skips tuning (the "w/o tuning" ablation).
+    """
+    video = pipe if is_inflated(pipe) else inflate(pipe, norm=config.norm, attention=config.attention)
+    latents = video.encode_video(frames)
+    source_embeds = video.encode_prompt(prompt)
+    losses: list[float] = []
+    if config.tune.steps > 0:
+        result = tune(video, latents, source_embeds, config.tune, _phase(callback, "tune"))
+        video, losses = result.pipeline, result.losses
+    inverted = None
+    if config.use_inversion:
+        inverted = ddim.invert(
+            video,
+            latents,
+            steps=config.inversion_steps,
+            prompt_embeds=source_embeds if config.invert_with_prompt else None,
+            callback=_phase(callback, "invert"),
+        )
+    negative = video.encode_prompt(config.negative_prompt)
+    videos = []
+    f, h, w = frames.shape[0], frames.shape[1], frames.shape[2]
+    for i, text in enumerate(edit_prompts):
+        out = ddim.sample(
+            video,
+            video.encode_prompt(text),
+            negative_embeds=negative,
+            latents=inverted,
+            frames=f,
+            height=h,
+            width=w,
+            steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            eta=config.eta,
+            seed=config.seed,
+            callback=_phase(callback, f"sample:{i}"),
+        )
+        videos.append(video.decode_latents(out))
+    return EditResult(video, latents, inverted, videos, losses)
+
+
+def write_edits(
+    out_dir: str | os.PathLike, prompts: Sequence[str], videos: Sequence[torch.Tensor], fps: float,
+    exts: Sequence[str] = (".mp4", ".gif"),
+) -> list[str]:
+    """One file per edit and extension, named ``NN-<prompt>``; returns the paths written."""
+    from .video_io import write_video
+
+    written = []
+    for i, (text, frames) in enumerate(zip(prompts, videos, strict=True)):
+        stem = f"{i:02d}-" + "".join(c if c.isalnum() else "_" for c in text)[:60].strip("_")
+        written += [str(write_video(Path(out_dir) / (stem + ext), frames, fps)) for ext in exts]
+    return written
