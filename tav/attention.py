@@ -12,6 +12,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
+from einops import rearrange
 
 
 @dataclasses.dataclass
@@ -100,11 +101,10 @@ class SparseCausalAttnProcessor:
     @staticmethod
     def _first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
         """``(b*f, n, d) -> (b*f, 2n, d)``: tokens of frame 0 then of frame i-1, per frame i."""
-        bf, n, d = t.shape
-        t = t.view(bf // frames, frames, n, d)
+        t = rearrange(t, "(b f) n d -> b f n d", f=frames)
         first = t[:, :1].expand(-1, frames, -1, -1)
         former = t[:, sparse_causal_index(frames, t.device)]
-        return torch.cat([first, former], dim=2).reshape(bf, 2 * n, d)
+        return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
 
 
 class TemporalAttnProcessor:
@@ -124,10 +124,9 @@ class TemporalAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor:
-        f = self.ctx.frames
-        bf, n, d = hidden_states.shape
-        x = hidden_states.view(bf // f, f, n, d).transpose(1, 2).reshape(-1, f, d)  # (b*n, f, d)
+        f, n = self.ctx.frames, hidden_states.shape[1]
+        x = rearrange(hidden_states, "(b f) n d -> (b n) f d", f=f)
         q, k, v = (_heads(proj(x), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
         out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         out = attn.to_out[1](attn.to_out[0](_merge_heads(out).to(q.dtype)))
-        return out.view(bf // f, n, f, d).transpose(1, 2).reshape(bf, n, d)
+        return rearrange(out, "(b n) f d -> (b f) n d", n=n)

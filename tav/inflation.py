@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
+from einops import rearrange
 from torch import nn
 
 from .attention import FrameContext, SparseCausalAttnProcessor, TemporalAttnProcessor
@@ -44,10 +45,9 @@ class VideoGroupNorm(nn.GroupNorm):
         f = self.ctx.frames
         if f == 1:
             return super().forward(x)
-        bf, c, h, w = x.shape
-        x5 = x.view(bf // f, f, c, h, w).transpose(1, 2)
+        x5 = rearrange(x, "(b f) c h w -> b c f h w", f=f)
         y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)
-        return y.transpose(1, 2).reshape(bf, c, h, w)
+        return rearrange(y, "b c f h w -> (b f) c h w")
 
 
 def _temporal_residual(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -78,14 +78,14 @@ class VideoUNet(nn.Module):
     ) -> torch.Tensor:
         if sample.ndim != 5:
             raise ValueError(f"VideoUNet expects [batch, channels, frames, h, w], got {tuple(sample.shape)}")
-        b, c, f, h, w = sample.shape
+        b, f = sample.shape[0], sample.shape[2]
         self.ctx.frames = f
-        x = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        x = rearrange(sample, "b c f h w -> (b f) c h w")
         t = torch.as_tensor(timestep, device=sample.device)
         t = t.expand(b) if t.ndim == 0 else t
         ehs = encoder_hidden_states.repeat_interleave(f, dim=0)
         out = self.unet(x, t.repeat_interleave(f), ehs, return_dict=False, **kwargs)[0]
-        return out.view(b, f, -1, h, w).transpose(1, 2)
+        return rearrange(out, "(b f) c h w -> b c f h w", f=f)
 
 
 def transformer_blocks(unet: nn.Module) -> list[BasicTransformerBlock]:
