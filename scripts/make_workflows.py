@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,8 @@ def ui_node(node_id: int, api: dict, cls: Any, in_links: dict, out_links: dict) 
     """One UI node: sockets, converted widget inputs, widgets_values in the frontend's order."""
     inputs, widgets = [], []
     specs = input_specs(cls)
-    upload_after_required = any(o.get("image_upload") or o.get("video_upload") for _, _, o, _ in specs)
-    last_required = max((i for i, s in enumerate(specs) if s[3]), default=-1)
-    for i, (name, kind, opts, _required) in enumerate(specs):
+    # (an upload button, where a combo has one, is appended last and is not serialised)
+    for name, kind, opts, _required in specs:
         value = api["inputs"].get(name)
         is_widget = kind in WIDGET_TYPES and not opts.get("forceInput")
         linked = isinstance(value, list)
@@ -125,8 +125,6 @@ def ui_node(node_id: int, api: dict, cls: Any, in_links: dict, out_links: dict) 
             widgets.append(opts.get("default") if linked or value is None else value)
             if has_control(name, kind, opts):
                 widgets.append("fixed")
-        if i == last_required and upload_after_required:
-            widgets.append("image")  # the upload button widget the frontend appends to required inputs
     names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
     outputs = [
         {"name": str(n), "type": t, "links": out_links.get(k, []), "slot_index": k}
@@ -212,7 +210,7 @@ def api_to_ui(name: str, api: dict, classes: dict[str, Any]) -> dict:
         if n.get("title") is None:
             n.pop("title", None)
     return {
-        "id": f"tuneavideo-{name}",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"tuneavideo/workflows/{name}")),
         "revision": 0,
         "last_node_id": note_id,
         "last_link_id": len(links),

@@ -66,7 +66,7 @@ def tiny_text_encoder(family: str, width: int = TEXT_WIDTH, layers: int = 2) -> 
     cfg = CLIPTextConfig(
         vocab_size=49408,
         hidden_size=width,
-        intermediate_size=2 * width,
+        intermediate_size=4 * width,
         num_hidden_layers=layers,
         num_attention_heads=width // 64,
         max_position_embeddings=77,
@@ -161,6 +161,17 @@ def open_clip_to_ldm(te: CLIPTextModel) -> dict:
 def to_ldm(family: str, unet: nn.Module, vae: nn.Module, te: nn.Module) -> dict:
     text = clip_to_ldm(te) if family == "sd1" else open_clip_to_ldm(te)
     return {**unet_to_ldm(unet), **vae_to_ldm(vae), **text}
+
+
+def random_like(shapes: dict, seed: int = 0) -> dict:
+    """fp16 noise for meta-device shapes, cut from one 1M-value pool (drawing 150M fresh values is slow)."""
+    pool = (torch.randn(1 << 20, generator=torch.Generator().manual_seed(seed)) * 0.02).half()
+    out = {}
+    for i, (k, v) in enumerate(shapes.items()):
+        n = v.numel()
+        flat = pool.repeat(n // pool.numel() + 1)[:n] if n > pool.numel() // 2 else pool[(i * 7919) % (pool.numel() // 2) :][:n]
+        out[k] = flat.reshape(v.shape).clone()
+    return out
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -283,10 +294,7 @@ def test_sd15_shaped_checkpoint(tmp_path):
         vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                             block_out_channels=(128, 256, 512, 512), layers_per_block=2)
         te = tiny_text_encoder("sd1", width=768, layers=1)
-    shapes = {**unet_to_ldm(unet), **vae_to_ldm(vae), **clip_to_ldm(te)}
-    # random UNet and text encoder (they run below), a cheap constant VAE (84M parameters, only loaded)
-    ldm = {k: torch.full(v.shape, 0.01, dtype=torch.float16) if k.startswith("first_stage_model.")
-           else torch.randn(v.shape, dtype=torch.float16) * 0.02 for k, v in shapes.items()}
+    ldm = random_like({**unet_to_ldm(unet), **vae_to_ldm(vae), **clip_to_ldm(te)})
     assert "model.diffusion_model.middle_block.1.proj_in.weight" in ldm
     assert not any(k.startswith("model.diffusion_model.middle_block.1.transformer_blocks") for k in ldm)
     save_file(ldm, tmp_path / "sd15_tiny.safetensors")

@@ -457,7 +457,7 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "shapes_model")
     ap.add_argument("--work", type=Path, default=Path(".cache/shapes_train"), help="intermediate files (VAE, latents)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared machine")
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-chunk", type=int, default=200)
