@@ -23,8 +23,6 @@ TUNED_FOLDER = "tuneavideo"
 TUNED_EXTS = {".safetensors"}
 VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif", ".webp")
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
-#: attribute set on tuned pipelines so Save Tuned can write complete metadata
-TUNE_INFO_ATTR = "tav_tune_info"
 
 
 def register_folders() -> None:

@@ -13,7 +13,6 @@ from .common import (
     CATEGORY,
     PIPELINE,
     PRECISIONS,
-    TUNE_INFO_ATTR,
     TUNED_FOLDER,
     device,
     free_comfy_memory,
@@ -256,24 +255,15 @@ class TAV_SaveTuned:
         }
 
     def save(self, pipeline: Pipeline, filename_prefix: str) -> dict:
-        from tav import inflation, tuning, weights
+        from tav import inflation, weights
 
         if not inflation.is_inflated(pipeline):
             raise ValueError("Save Tuned needs a tuned pipeline (from Tune or Load Tuned)")
-        info = dict(getattr(pipeline, TUNE_INFO_ATTR, None) or {})
         root = folder_paths.get_folder_paths(TUNED_FOLDER)[0]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
         os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}_.safetensors"
-        weights.save_tuned(
-            os.path.join(folder, filename),
-            pipeline,
-            trainable_modules=info.get("trainable_modules", tuning.DEFAULT_TRAINABLE),
-            prompt=info.get("prompt", ""),
-            frames=info.get("frames", 0),
-            height=info.get("height", 0),
-            width=info.get("width", 0),
-        )
+        weights.save_tuned(os.path.join(folder, filename), pipeline)  # metadata from what Tune recorded
         rel = f"{subfolder}/{filename}" if subfolder else filename
         return {"ui": {"text": [rel]}, "result": (rel,)}
 

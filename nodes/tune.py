@@ -16,7 +16,6 @@ from .common import (
     CATEGORY,
     PIPELINE,
     PRECISIONS,
-    TUNE_INFO_ATTR,
     check_interrupt,
     free_comfy_memory,
     log,
@@ -195,15 +194,8 @@ class TAV_Tune:
             precision=precision,
             gradient_checkpointing=gradient_checkpointing,
         )
-        result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"))
-        tuned = result.pipeline
-        f, h, w, _ = frames.shape
-        setattr(
-            tuned,
-            TUNE_INFO_ATTR,
-            {"prompt": prompt, "frames": int(f), "height": int(h), "width": int(w), "trainable_modules": modules},
-        )
-        return (tuned, loss_curve_image(result.losses))
+        result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"), prompt=prompt)
+        return (result.pipeline, loss_curve_image(result.losses))
 
 
 def parse_modules_safe(text: str) -> tuple[str, ...]:

@@ -132,7 +132,7 @@ def ui_node(node_id: int, api: dict, cls: Any, in_links: dict, out_links: dict) 
     ]
     n_rows = len(inputs) + max(0, len(widgets)) + 1
     multiline = sum(1 for _, k, o, _ in specs if k == "STRING" and o.get("multiline"))
-    height = 46 + 24 * max(len(outputs), n_rows) + 70 * multiline
+    height = 46 + 24 * max(len(outputs), n_rows) + 100 * multiline
     return {
         "id": node_id,
         "type": api["class_type"],

@@ -96,8 +96,23 @@ def load_pipeline(
     if p.is_dir():
         pipe = _load_diffusers_folder(p, prediction_type, dtype)
     else:
-        pipe = _pipeline_from_ldm(read_state_dict(p), prediction_type=prediction_type, source=str(p), consume=True, dtype=dtype)
+        pipe = _pipeline_from_ldm(read_state_dict(p), prediction_type=prediction_type, source=str(p), dtype=dtype)
     return _finish(pipe, device)
+
+
+def load_reference_pipeline(
+    folder: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **inflate_kwargs: Any,
+) -> Pipeline:
+    """An official Tune-A-Video pipeline folder (e.g. a Hub "Tune-A-Video-library" model) as an
+    inflated pipeline carrying its tuned and temporal weights, ready to invert and sample."""
+    from .inflation import load_reference_unet
+
+    pipe = load_pipeline(folder, device=device, dtype=dtype)
+    return load_reference_unet(pipe, load_unet_state_dict(folder), **inflate_kwargs)
 
 
 def pipeline_from_ldm_state_dict(
@@ -112,9 +127,11 @@ def pipeline_from_ldm_state_dict(
 
     ``sd`` is left untouched and the pipeline owns copies of its tensors, so nothing the caller
     later does to its own model (ComfyUI patching/unpatching weights in place) can leak into it.
+    Only ComfyUI's ``v_pred`` marker tells v-prediction apart; its absence proves nothing for SD 2.x,
+    so from ComfyUI pass ``prediction_type`` from the model's ``model_type`` (EPS / V_PREDICTION).
     """
     _check_prediction_type(prediction_type)
-    pipe = _pipeline_from_ldm(sd, prediction_type=prediction_type, source=source, consume=False, dtype=dtype)
+    pipe = _pipeline_from_ldm(dict(sd), prediction_type=prediction_type, source=source, dtype=dtype)
     return _finish(pipe, device)
 
 
@@ -128,11 +145,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except SafetensorError as e:
             raise CheckpointError(f"{p} is not a readable .safetensors file ({e})") from e
     if suffix not in PICKLE_SUFFIXES:
-        raise CheckpointError(f"unsupported checkpoint file type {suffix!r} ({p}): use .safetensors (or legacy .ckpt/.pt/.bin)")
+        raise CheckpointError(
+            f"unsupported checkpoint file type {suffix!r} ({p}): use .safetensors (or legacy .ckpt/.pt/.bin)"
+        )
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message is long and suggests weights_only=False; keep only the offending global
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        reason = f"it holds {found.group(1)}" if found else type(e).__name__
         raise CheckpointError(
             f"refused to load {p}: it is a pickle holding Python objects besides tensors, and unpickling "
             "those can run arbitrary code, so it is only read with torch.load(weights_only=True), which "
@@ -175,7 +196,8 @@ def load_unet_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Every tensor of a diffusers UNet folder (``folder/unet`` or ``folder`` itself), temporal keys included.
 
     Reads safetensors, sharded safetensors (``*.index.json``) or legacy ``.bin`` (weights_only);
-    an ``fp16`` variant is used when it is the only copy.
+    an ``fp16`` variant is used when it is the only copy. Safetensors tensors are memory-mapped from
+    the file: load them into a model (which copies) rather than modifying them in place.
     """
     unet_dir = _unet_dir(Path(folder))
     if not unet_dir.is_dir():
@@ -203,7 +225,9 @@ def load_unet_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _check_prediction_type(prediction_type: Optional[str]) -> None:
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES} (or None for the checkpoint's), got {prediction_type!r}")
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES} (or None for the checkpoint's), got {prediction_type!r}"
+        )
 
 
 def _is_temporal(key: str) -> bool:
@@ -255,7 +279,10 @@ def _variant(model_dir: Path) -> dict[str, str]:
 def _subfolder(folder: Path, name: str) -> Path:
     sub = folder / name
     if not sub.is_dir():
-        raise CheckpointError(f"{folder} has no {name}/ subfolder: a diffusers Stable Diffusion folder needs unet/, vae/, text_encoder/ and tokenizer/")
+        raise CheckpointError(
+            f"{folder} has no {name}/ subfolder: a diffusers Stable Diffusion folder needs unet/, vae/, "
+            "text_encoder/ and tokenizer/"
+        )
     return sub
 
 
@@ -323,15 +350,16 @@ def _own(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _pipeline_from_ldm(
-    sd: Any, *, prediction_type: Optional[str], source: str, consume: bool, dtype: torch.dtype
+    sd: dict[str, Any], *, prediction_type: Optional[str], source: str, dtype: torch.dtype
 ) -> Pipeline:
-    """Shared core of the single-file paths; with ``consume`` each source tensor is dropped once copied."""
+    """Shared core of the single-file paths. Empties ``sd`` as it copies, so a file's tensors are
+    freed one by one instead of all at the end."""
     v_pred_marker = "v_pred" in sd  # ComfyUI's state_dict_for_saving marks v-prediction models
     family = detect_family(tensors(sd))
     wanted = (UNET, VAE, CLIP_L, OPEN_CLIP)
     owned: dict[str, torch.Tensor] = {}
     for k in list(sd):
-        v = sd.pop(k) if consume else sd[k]
+        v = sd.pop(k)
         if isinstance(v, torch.Tensor) and k.startswith(wanted):
             owned[k] = _own(v, dtype)
     sd = owned

@@ -7,6 +7,7 @@ checkpoint). Progress goes to tqdm; Ctrl-C stops cleanly between steps.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -115,18 +116,22 @@ def cmd_tune(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = inflate(_load(args.model, _device(args.device), args.prediction_type))
     cfg = _tune_config(args)
-    result = tune(pipe, pipe.encode_video(clip.frames), pipe.encode_prompt(args.prompt), cfg, _Bars().phase("tune"))
-    f, h, w, _ = clip.frames.shape
-    save_tuned(args.out, result.pipeline, trainable_modules=cfg.trainable_modules, prompt=args.prompt,
-               frames=f, height=h, width=w)
+    result = tune(pipe, pipe.encode_video(clip.frames), pipe.encode_prompt(args.prompt), cfg, _Bars().phase("tune"),
+                  prompt=args.prompt)
+    save_tuned(args.out, result.pipeline)
     print(json.dumps({"out": str(args.out), "loss_first": result.losses[0], "loss_last": result.losses[-1],
                       "trainable_params": result.trainable_params}))
 
 
 def _tuned_or_inflated(args: argparse.Namespace) -> Pipeline:
+    from .checkpoints import is_tav_checkpoint, load_reference_pipeline
     from .inflation import inflate
     from .weights import load_tuned
 
+    if os.path.isdir(args.model) and is_tav_checkpoint(args.model):
+        if args.tuned:
+            raise ValueError(f"{args.model} is an official Tune-A-Video checkpoint, already tuned: drop --tuned")
+        return load_reference_pipeline(args.model, device=_device(args.device))
     base = _load(args.model, _device(args.device), args.prediction_type)
     return load_tuned(args.tuned, base) if args.tuned else inflate(base)
 
@@ -175,9 +180,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     if args.save_tuned:
         from .weights import save_tuned
 
-        f, h, w, _ = clip.frames.shape
-        save_tuned(args.save_tuned, result.pipeline, trainable_modules=cfg.tune.trainable_modules,
-                   prompt=args.prompt, frames=f, height=h, width=w)
+        save_tuned(args.save_tuned, result.pipeline)
     print(json.dumps({"written": written, "seconds": round(time.time() - t0, 1)}))
 
 

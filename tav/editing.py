@@ -71,7 +71,7 @@ def tune_and_edit(
     source_embeds = video.encode_prompt(prompt)
     losses: list[float] = []
     if config.tune.steps > 0:
-        result = tune(video, latents, source_embeds, config.tune, _phase(callback, "tune"))
+        result = tune(video, latents, source_embeds, config.tune, _phase(callback, "tune"), prompt=prompt)
         video, losses = result.pipeline, result.losses
     inverted = None
     if config.use_inversion:

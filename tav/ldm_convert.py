@@ -36,8 +36,6 @@ CLIP_L = "cond_stage_model.transformer."
 OPEN_CLIP = "cond_stage_model.model."
 ASSETS = Path(__file__).resolve().parent / "assets"
 SD_VAE_SCALE = 0.18215
-#: keys that carry no weights of the three models (ComfyUI markers, training state, EMA copies)
-_IGNORED_PREFIXES = ("model_ema.", "first_stage_model.loss.", "alphas_cumprod", "betas", "posterior_")
 
 
 class CheckpointError(ValueError):
@@ -72,7 +70,9 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
     """``"sd1"`` (CLIP ViT-L text encoder) or ``"sd2"`` (OpenCLIP ViT-H); anything else is refused."""
     keys = list(sd)
     if any(k.startswith("conditioner.") for k in keys) or f"{UNET}label_emb.0.0.weight" in sd:
-        raise _unsupported(sd, "this looks like SDXL (or another class-conditioned UNet), which Tune-A-Video here does not handle")
+        raise _unsupported(
+            sd, "this looks like SDXL (or another class-conditioned UNet), which Tune-A-Video here does not handle"
+        )
     if not any(k.startswith(UNET + "input_blocks.") for k in keys):
         if any(k.startswith(UNET) for k in keys):
             raise _unsupported(sd, "its model.diffusion_model.* is not an SD UNet (no input_blocks)")
@@ -81,8 +81,7 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
         raise _unsupported(sd, "there is no UNet (model.diffusion_model.*)")
     if not any(k.startswith(VAE) for k in keys):
         raise CheckpointError(
-            "the checkpoint has a UNet but no VAE (first_stage_model.*): use a full SD checkpoint, "
-            "not a UNet-only file"
+            "the checkpoint has a UNet but no VAE (first_stage_model.*): use a full SD checkpoint, not a UNet-only file"
         )
     if any(k.startswith(OPEN_CLIP + "transformer.resblocks.") for k in keys):
         return "sd2"
@@ -143,7 +142,9 @@ def _unet_layout(u: dict[str, torch.Tensor]) -> dict[str, Any]:
             f"unsupported UNet layout: {len(out_blocks)} output blocks for {n_levels} levels of {nrb} ResBlocks"
         )
     up_depth = [
-        _uniform([_depth(u, f"output_blocks.{lvl * (nrb + 1) + j}.1.") for j in range(nrb + 1)], "the transformer depth")
+        _uniform(
+            [_depth(u, f"output_blocks.{lvl * (nrb + 1) + j}.1.") for j in range(nrb + 1)], "the transformer depth"
+        )
         for lvl in range(n_levels)
     ]
     mids = _indices(u, "middle_block.")
@@ -266,7 +267,7 @@ def unet_from_ldm(sd: Mapping[str, torch.Tensor], family: str, ddconfig: dict[st
         elif tl[-1] != lay["mid_depth"]:
             mid_surgery = True
     config["transformer_layers_per_block"] = tl
-    rev = [d if d is not None else t for d, t in zip(up_depth, reversed(tl))]
+    rev = [d if d is not None else t for d, t in zip(up_depth, reversed(tl), strict=True)]
     if rev != list(reversed(tl)):
         config["reverse_transformer_layers_per_block"] = rev
     config["mid_block_type"] = lay["mid"]
@@ -289,7 +290,9 @@ def unet_from_ldm(sd: Mapping[str, torch.Tensor], family: str, ddconfig: dict[st
 def vae_from_ldm(sd: Mapping[str, torch.Tensor], ddconfig: dict[str, Any]) -> AutoencoderKL:
     """Build the diffusers ``AutoencoderKL`` for ``sd``'s ``first_stage_model.*`` tensors."""
     vae_sd = {VAE + k: v for k, v in _sub(sd, VAE).items() if not k.startswith("loss.")}
-    original_config = {"model": {"params": {"scale_factor": SD_VAE_SCALE, "first_stage_config": {"params": {"ddconfig": ddconfig}}}}}
+    original_config = {
+        "model": {"params": {"scale_factor": SD_VAE_SCALE, "first_stage_config": {"params": {"ddconfig": ddconfig}}}}
+    }
     config = sfu.create_vae_diffusers_config_from_ldm(original_config, {})
     config["mid_block_add_attention"] = f"{VAE}encoder.mid.attn_1.q.weight" in vae_sd
     config["use_quant_conv"] = f"{VAE}quant_conv.weight" in vae_sd
@@ -346,8 +349,11 @@ def text_encoder_state_dict(sd: Mapping[str, torch.Tensor], family: str) -> dict
         sub = {k: v for k, v in sub.items() if not k.startswith(last)}
         hidden = sub[OPEN_CLIP + "token_embedding.weight"].shape[1]
         stub = nn.Module()
-        stub.config = CLIPTextConfig(hidden_size=int(hidden))  # only read when text_projection is absent
-        te = {k.removeprefix("text_model."): v for k, v in sfu.convert_open_clip_checkpoint(stub, sub, OPEN_CLIP).items()}
+        # read only when text_projection is absent (older diffusers read projection_dim, newer hidden_size)
+        stub.config = CLIPTextConfig(hidden_size=int(hidden), projection_dim=int(hidden))
+        te = {
+            k.removeprefix("text_model."): v for k, v in sfu.convert_open_clip_checkpoint(stub, sub, OPEN_CLIP).items()
+        }
     drop = ("text_projection.weight", "text_projection", "logit_scale", "embeddings.position_ids")
     return {k: v for k, v in te.items() if k not in drop}
 

@@ -32,6 +32,8 @@ class Pipeline:
     source: str = ""
     #: how many frames the VAE encodes/decodes at once (memory vs speed)
     vae_batch: int = 1
+    #: what tuning recorded (prompt, frames, height, width, trainable_modules); saved as metadata
+    info: dict = dataclasses.field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

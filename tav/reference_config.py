@@ -114,7 +114,5 @@ def run_reference_config(
     result = tune_and_edit(pipe, clip.frames, train["prompt"], val["prompts"], ecfg, callback)
     out = Path(output_dir or cfg.get("output_dir", "outputs"))
     written = write_edits(out / "samples", val["prompts"], result.videos, clip.fps, exts=(".gif",))
-    f, h, w, _ = clip.frames.shape
-    save_tuned(out / "tuned.safetensors", result.pipeline, trainable_modules=ecfg.tune.trainable_modules,
-               prompt=train["prompt"], frames=f, height=h, width=w)
+    save_tuned(out / "tuned.safetensors", result.pipeline)
     return [*written, str(out / "tuned.safetensors")]

@@ -81,8 +81,12 @@ def tune(
     prompt_embeds: torch.Tensor,
     config: TuneConfig = TuneConfig(),
     callback: Optional[ProgressFn] = None,
+    prompt: str = "",
 ) -> TuneResult:
-    """Tune ``pipe`` (inflated) on one clip's latents ``[1, C, F, h, w]`` and its caption embedding."""
+    """Tune ``pipe`` (inflated) on one clip's latents ``[1, C, F, h, w]`` and its caption embedding.
+
+    ``prompt`` (the caption's text) is only recorded in the result's ``info`` for saving.
+    """
     if not isinstance(pipe.unet, VideoUNet):
         raise ValueError("tune() needs an inflated pipeline: call tav.inflation.inflate(pipe) first")
     if latents.ndim != 5 or latents.shape[0] != 1:
@@ -90,7 +94,13 @@ def tune(
     if config.steps < 1:
         raise ValueError("steps must be >= 1")
     with torch.inference_mode(False), torch.enable_grad():
-        return _tune(pipe, latents, prompt_embeds, config, callback)
+        result = _tune(pipe, latents, prompt_embeds, config, callback)
+    k = pipe.latent_factor
+    _, _, f, h, w = latents.shape
+    info = {"prompt": prompt, "frames": f, "height": h * k, "width": w * k,
+            "trainable_modules": list(config.trainable_modules)}
+    result.pipeline = result.pipeline.replace(info=info)
+    return result
 
 
 def _tune(

@@ -23,7 +23,7 @@ from torch import nn
 from . import __version__
 from .inflation import TEMPORAL_KEYS, VideoUNet, inflate, is_inflated, share_weights_copy
 from .pipeline import Pipeline
-from .tuning import trainable_names
+from .tuning import DEFAULT_TRAINABLE, trainable_names
 
 FORMAT = "tav-tuned/1"
 _SAMPLE = 4096  # values per tensor that enter the fingerprint
@@ -59,19 +59,25 @@ def save_tuned(
     path: str | os.PathLike,
     pipe: Pipeline,
     *,
-    trainable_modules: Sequence[str],
-    prompt: str = "",
-    frames: int = 0,
-    height: int = 0,
-    width: int = 0,
+    trainable_modules: Optional[Sequence[str]] = None,
+    prompt: Optional[str] = None,
+    frames: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
     extra: Optional[dict[str, str]] = None,
 ) -> dict[str, str]:
     """Write the trainable and temporal tensors of an inflated, tuned pipeline; returns the metadata.
 
-    Written to a temporary file and renamed, so a crash never leaves a half-written file.
+    Unset fields come from ``pipe.info`` (what :func:`tav.tuning.tune` recorded). Written to a
+    temporary file and renamed, so a crash never leaves a half-written file.
     """
     if not is_inflated(pipe):
         raise ValueError("save_tuned() needs an inflated (and tuned) pipeline")
+    info = pipe.info
+    trainable_modules = trainable_modules or info.get("trainable_modules") or DEFAULT_TRAINABLE
+    prompt = info.get("prompt", "") if prompt is None else prompt
+    frames, height, width = (info.get(k, 0) if v is None else v for k, v in
+                             (("frames", frames), ("height", height), ("width", width)))
     inner = pipe.unet.unet
     names = set(trainable_names(inner, trainable_modules))
     sd = inner.state_dict()
@@ -164,4 +170,6 @@ def load_tuned(path: str | os.PathLike, pipe: Pipeline, *, check_base: bool = Tr
             if owned[k].shape != v.shape:
                 raise ValueError(f"{k}: file has shape {tuple(v.shape)}, model has {tuple(owned[k].shape)}")
             owned[k].copy_(v)
-    return video.replace(unet=unet)
+    info = {"prompt": meta.get("prompt", ""), "trainable_modules": json.loads(meta["trainable_modules"]),
+            **{k: int(meta.get(k) or 0) for k in ("frames", "height", "width")}}
+    return video.replace(unet=unet, info=info)

@@ -22,9 +22,11 @@ from tav.checkpoints import (
     CheckpointError,
     is_tav_checkpoint,
     load_pipeline,
+    load_reference_pipeline,
     load_unet_state_dict,
     pipeline_from_ldm_state_dict,
 )
+from tav.inflation import load_reference_unet
 from tav.weights import fingerprint
 
 ASSETS = Path(__file__).resolve().parents[1] / "tav" / "assets"
@@ -77,38 +79,54 @@ def tiny_text_encoder(family: str, width: int = TEXT_WIDTH, layers: int = 2) -> 
 
 # -- diffusers -> LDM export (test-side inverse of the loader's conversion) -----------------------
 
-_UNET_RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+_UNET_RESNET = [
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+]
 
 
 def _rename(sd: dict, pairs: list[tuple[str, str]], parts: dict[str, list[tuple[str, str]]]) -> dict:
     out = {}
     for k, v in sd.items():
         src, dst = next((s, d) for s, d in pairs if k.startswith(s))
-        rest = k[len(src):]
+        rest = k[len(src) :]
         for kind, sub in parts.items():
             if kind in src:
                 for a, b in sub:
                     if rest.startswith(a + "."):
-                        rest = b + rest[len(a):]
+                        rest = b + rest[len(a) :]
         out[dst + rest] = v
     return out
 
 
 def unet_to_ldm(unet: UNet2DConditionModel) -> dict:
     nrb, n = unet.config.layers_per_block, len(unet.config.block_out_channels)
-    pairs = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
-             ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-             ("mid_block.attentions.0.", "middle_block.1."), ("mid_block.resnets.0.", "middle_block.0."),
-             ("mid_block.resnets.1.", "middle_block.2.")]
+    pairs = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
     for i in range(n):
         for j in range(nrb):
-            pairs += [(f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(nrb + 1) * i + j + 1}.0."),
-                      (f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(nrb + 1) * i + j + 1}.1.")]
+            pairs += [
+                (f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(nrb + 1) * i + j + 1}.0."),
+                (f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(nrb + 1) * i + j + 1}.1."),
+            ]
         pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(nrb + 1) * (i + 1)}.0.op."))
         for j in range(nrb + 1):
-            pairs += [(f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(nrb + 1) * i + j}.0."),
-                      (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(nrb + 1) * i + j}.1.")]
+            pairs += [
+                (f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(nrb + 1) * i + j}.0."),
+                (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(nrb + 1) * i + j}.1."),
+            ]
         has_attn = hasattr(unet.up_blocks[i], "attentions")
         pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{(nrb + 1) * i + nrb}.{2 if has_attn else 1}."))
     sd = _rename(unet.state_dict(), pairs, {".resnets.": _UNET_RESNET})
@@ -117,10 +135,18 @@ def unet_to_ldm(unet: UNet2DConditionModel) -> dict:
 
 def vae_to_ldm(vae: AutoencoderKL) -> dict:
     nrb, n = vae.config.layers_per_block, len(vae.config.block_out_channels)
-    pairs = [(f"{p}.{a}.", f"{p}.{b}.") for p in ("encoder", "decoder")
-             for a, b in [("conv_in", "conv_in"), ("conv_out", "conv_out"), ("conv_norm_out", "norm_out"),
-                          ("mid_block.resnets.0", "mid.block_1"), ("mid_block.resnets.1", "mid.block_2"),
-                          ("mid_block.attentions.0", "mid.attn_1")]]
+    pairs = [
+        (f"{p}.{a}.", f"{p}.{b}.")
+        for p in ("encoder", "decoder")
+        for a, b in [
+            ("conv_in", "conv_in"),
+            ("conv_out", "conv_out"),
+            ("conv_norm_out", "norm_out"),
+            ("mid_block.resnets.0", "mid.block_1"),
+            ("mid_block.resnets.1", "mid.block_2"),
+            ("mid_block.attentions.0", "mid.attn_1"),
+        ]
+    ]
     pairs += [("quant_conv.", "quant_conv."), ("post_quant_conv.", "post_quant_conv.")]
     for i in range(n):
         pairs += [(f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.") for j in range(nrb)]
@@ -150,8 +176,13 @@ def open_clip_to_ldm(te: CLIPTextModel) -> dict:
         a, b = f"encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             out[f"{b}attn.in_proj_{kind}"] = torch.cat([src[f"{a}self_attn.{x}_proj.{kind}"] for x in "qkv"])
-            for x, y in [("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
-                         ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]:
+            for x, y in [
+                ("self_attn.out_proj", "attn.out_proj"),
+                ("layer_norm1", "ln_1"),
+                ("layer_norm2", "ln_2"),
+                ("mlp.fc1", "mlp.c_fc"),
+                ("mlp.fc2", "mlp.c_proj"),
+            ]:
                 out[f"{b}{y}.{kind}"] = src[f"{a}{x}.{kind}"]
     out[p + "text_projection"] = torch.randn(te.config.hidden_size, te.config.hidden_size)
     out[p + "logit_scale"] = torch.tensor(4.6)
@@ -169,7 +200,11 @@ def random_like(shapes: dict, seed: int = 0) -> dict:
     out = {}
     for i, (k, v) in enumerate(shapes.items()):
         n = v.numel()
-        flat = pool.repeat(n // pool.numel() + 1)[:n] if n > pool.numel() // 2 else pool[(i * 7919) % (pool.numel() // 2) :][:n]
+        flat = (
+            pool.repeat(n // pool.numel() + 1)[:n]
+            if n > pool.numel() // 2
+            else pool[(i * 7919) % (pool.numel() // 2) :][:n]
+        )
         out[k] = flat.reshape(v.shape).clone()
     return out
 
@@ -206,8 +241,15 @@ def write_diffusers_folder(root: Path, unet: nn.Module, vae: nn.Module, te: nn.M
     te.save_pretrained(root / "text_encoder")
     CLIPTokenizer.from_pretrained(str(ASSETS / "clip_tokenizer")).save_pretrained(str(root / "tokenizer"))
     (root / "scheduler").mkdir()
-    sched = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-             "num_train_timesteps": 1000, "skip_prk_steps": True, "steps_offset": 1}
+    sched = {
+        "_class_name": "PNDMScheduler",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+    }
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched))
     (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return root
@@ -221,7 +263,7 @@ def test_diffusers_folder_round_trip(tmp_path, sd1):
     folder = write_diffusers_folder(tmp_path / "sd", unet, vae, te)
     assert (folder / "vae" / "diffusion_pytorch_model.bin").is_file()
     pipe = load_pipeline(folder)
-    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), sd1):
+    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), sd1, strict=True):
         assert_same_weights(a, b)
     assert_same_outputs(pipe, *sd1)
     assert pipe.base_fingerprint == fingerprint(unet)
@@ -239,7 +281,7 @@ def test_single_file_sd1_matches_diffusers(tmp_path, sd1):
     ldm = to_ldm("sd1", *sd1)
     save_file({k: v.contiguous() for k, v in ldm.items()}, tmp_path / "tiny.safetensors")
     pipe = load_pipeline(tmp_path / "tiny.safetensors")
-    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), sd1):
+    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), sd1, strict=True):
         assert_same_weights(a, b)
     assert_same_outputs(pipe, *sd1)
     assert pipe.prediction_type == "epsilon" and pipe.tokenizer.pad_token == "<|endoftext|>"
@@ -256,7 +298,7 @@ def test_single_file_sd2_openclip(tmp_path):
     pipe = load_pipeline(tmp_path / "sd2.safetensors")
     assert pipe.text_encoder.config.num_hidden_layers == 2  # the extra (last) OpenCLIP block is dropped
     assert pipe.text_encoder.config.hidden_act == "gelu"
-    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), models):
+    for a, b in zip((pipe.unet, pipe.vae, pipe.text_encoder), models, strict=True):
         assert_same_weights(a, b)
     assert_same_outputs(pipe, *models)
     assert pipe.prediction_type == "v_prediction"
@@ -267,8 +309,15 @@ def test_single_file_sd2_openclip(tmp_path):
 def test_comfy_state_dict_bridge(sd1):
     ldm = to_ldm("sd1", *sd1)
     # what ComfyUI's state_dict_for_saving adds around the weights
-    comfy = {**ldm, "v_pred": torch.tensor([]), "_quantization_metadata": {"format_version": "1.0"}}
-    pipe = pipeline_from_ldm_state_dict(comfy, source="comfy")
+    comfy = {
+        **ldm,
+        "v_pred": torch.tensor([]),
+        "_quantization_metadata": {"format_version": "1.0"},
+        "cond_stage_model.transformer.text_projection.weight": torch.eye(TEXT_WIDTH),
+        "cond_stage_model.logit_scale": torch.tensor(4.6),
+    }
+    with torch.inference_mode():  # ComfyUI runs every node under inference mode
+        pipe = pipeline_from_ldm_state_dict(comfy, source="comfy")
     assert pipe.prediction_type == "v_prediction" and pipe.source == "comfy"
     assert_same_weights(pipe.unet, sd1[0])
     assert "v_pred" in comfy  # the caller's dict is left as it was
@@ -288,11 +337,21 @@ def test_sd15_shaped_checkpoint(tmp_path):
     t0 = time.time()
     torch.manual_seed(0)
     with torch.device("meta"):
-        unet = UNet2DConditionModel(block_out_channels=(320,), layers_per_block=1, down_block_types=("CrossAttnDownBlock2D",),
-                                    up_block_types=("CrossAttnUpBlock2D",), cross_attention_dim=768, attention_head_dim=8)
+        unet = UNet2DConditionModel(
+            block_out_channels=(320,),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D",),
+            up_block_types=("CrossAttnUpBlock2D",),
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        )
         unet.mid_block.attentions[0].transformer_blocks = nn.ModuleList()
-        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                            block_out_channels=(128, 256, 512, 512), layers_per_block=2)
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+        )
         te = tiny_text_encoder("sd1", width=768, layers=1)
     ldm = random_like({**unet_to_ldm(unet), **vae_to_ldm(vae), **clip_to_ldm(te)})
     assert "model.diffusion_model.middle_block.1.proj_in.weight" in ldm
@@ -314,16 +373,22 @@ def test_tune_a_video_folder(tmp_path, sd1):
     folder = write_diffusers_folder(tmp_path / "tav", unet, vae, te)
     # rewrite the UNet as the official implementation saves it: 3-D class and block names, temporal layers
     cfg = json.loads((folder / "unet" / "config.json").read_text())
-    cfg.update(_class_name="UNet3DConditionModel", mid_block_type="UNetMidBlock3DCrossAttn",
-               down_block_types=[b.replace("2D", "3D") for b in cfg["down_block_types"]],
-               up_block_types=[b.replace("2D", "3D") for b in cfg["up_block_types"]])
+    cfg.update(
+        _class_name="UNet3DConditionModel",
+        mid_block_type="UNetMidBlock3DCrossAttn",
+        down_block_types=[b.replace("2D", "3D") for b in cfg["down_block_types"]],
+        up_block_types=[b.replace("2D", "3D") for b in cfg["up_block_types"]],
+    )
     (folder / "unet" / "config.json").write_text(json.dumps(cfg))
     sd = dict(unet.state_dict())
     for k in [k for k in sd if k.endswith("attn1.to_q.weight")]:
         base, dim = k[: -len("attn1.to_q.weight")], sd[k].shape[0]
         for name in ("to_q", "to_k", "to_v"):
             sd[f"{base}attn_temp.{name}.weight"] = torch.randn(dim, dim)
-        sd[f"{base}attn_temp.to_out.0.weight"], sd[f"{base}attn_temp.to_out.0.bias"] = torch.zeros(dim, dim), torch.randn(dim)
+        sd[f"{base}attn_temp.to_out.0.weight"], sd[f"{base}attn_temp.to_out.0.bias"] = (
+            torch.zeros(dim, dim),
+            torch.randn(dim),
+        )
         sd[f"{base}norm_temp.weight"], sd[f"{base}norm_temp.bias"] = torch.ones(dim), torch.zeros(dim)
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     torch.save(sd, folder / "unet" / "diffusion_pytorch_model.bin")  # the official format: a .bin
@@ -333,6 +398,14 @@ def test_tune_a_video_folder(tmp_path, sd1):
     pipe = load_pipeline(folder)
     assert_same_weights(pipe.unet, unet)
     assert pipe.base_fingerprint == fingerprint(unet)
+    # the temporal half goes through tav.inflation
+    video = load_reference_unet(pipe, full)
+    temporal = [k for k in sd if "attn_temp" in k or "norm_temp" in k]
+    assert temporal and all(torch.equal(video.unet.unet.state_dict()[k], sd[k]) for k in temporal)
+    ref = load_reference_pipeline(folder)  # the one-call form the CLI uses
+    x, emb = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(ref.unet(x, 5, emb), video.unet(x, 5, emb))
     # only the UNet: a clear pointer to the two-step load
     (folder / "model_index.json").unlink()
     with pytest.raises(CheckpointError, match="load_reference_unet"):
@@ -350,16 +423,20 @@ def test_errors(tmp_path, sd1):
     with pytest.raises(CheckpointError, match="model_index.json"):
         load_pipeline(tmp_path / "empty")
     torch.save({"state_dict": {"w": torch.zeros(1)}, "callbacks": _NotATensor()}, tmp_path / "evil.ckpt")
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match=r"weights_only=True\), which rejected it \(it holds \S+_NotATensor\)"):
         load_pipeline(tmp_path / "evil.ckpt")
-    sdxl = {"conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(3, 1),
-            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1, 4, 3, 3),
-            "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1, 1)}
+    sdxl = {
+        "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(3, 1),
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1, 4, 3, 3),
+        "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1, 1),
+    }
     save_file(sdxl, tmp_path / "sdxl.safetensors")
     with pytest.raises(CheckpointError, match=r"only Stable Diffusion 1\.x/2\.x .*SDXL.*conditioner\.embedders"):
         load_pipeline(tmp_path / "sdxl.safetensors")
     save_file({"lora_unet_down.lora_up.weight": torch.zeros(1)}, tmp_path / "lora.safetensors")
-    with pytest.raises(CheckpointError, match="only Stable Diffusion 1.x/2.x checkpoints are supported; this is not a full"):
+    with pytest.raises(
+        CheckpointError, match="only Stable Diffusion 1.x/2.x checkpoints are supported; this is not a full"
+    ):
         load_pipeline(tmp_path / "lora.safetensors")
     unet_only = unet_to_ldm(sd1[0])
     with pytest.raises(CheckpointError, match="no VAE"):

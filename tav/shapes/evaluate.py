@@ -147,7 +147,9 @@ def summarize(rows: list[dict[str, Any]], variants: Sequence[str]) -> dict[str, 
     return out
 
 
-def mean(rows: list[dict[str, Any]], variant: str, metric: str, where: Callable[[dict], bool] = lambda r: True) -> float:
+def mean(
+    rows: list[dict[str, Any]], variant: str, metric: str, where: Callable[[dict], bool] = lambda r: True
+) -> float:
     v = [r[metric] for r in rows if r["variant"] == variant and where(r) and np.isfinite(r[metric])]
     return float(np.mean(v)) if v else float("nan")
 
@@ -157,7 +159,13 @@ def claims(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     m = lambda v, k, w=lambda r: True: mean(rows, v, k, w)  # noqa: E731
     out = []
     a, b = m("tav", "motion_px"), m("no_inversion", "motion_px")
-    out.append(("w/o DDIM inversion loses the motion (larger position error than full TAV)", b > a, f"{b:.1f} px vs {a:.1f} px"))
+    out.append(
+        (
+            "w/o DDIM inversion loses the motion (larger position error than full TAV)",
+            b > a,
+            f"{b:.1f} px vs {a:.1f} px",
+        )
+    )
     a, b = m("tav", "consistency"), m("no_sparse_causal", "consistency")
     a2, b2 = m("tav", "size_spread"), m("no_sparse_causal", "size_spread")
     out.append(
@@ -168,7 +176,13 @@ def claims(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
         )
     )
     a, b = m("tav", "change_ratio"), m("no_tuning", "change_ratio")
-    out.append(("w/o tuning is less smooth (frame-to-frame change further above the source's)", abs(b - 1) > abs(a - 1), f"change ratio {b:.2f} vs {a:.2f} (source = 1)"))
+    out.append(
+        (
+            "w/o tuning is less smooth (frame-to-frame change further above the source's)",
+            abs(b - 1) > abs(a - 1),
+            f"change ratio {b:.2f} vs {a:.2f} (source = 1)",
+        )
+    )
     a, b = m("tav", "consistency"), m("per_frame", "consistency")
     a2, b2 = m("tav", "size_spread"), m("per_frame", "size_spread")
     out.append(
@@ -179,7 +193,13 @@ def claims(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
         )
     )
     a, b = m("tav", "textual"), m("per_frame", "textual")
-    out.append(("TAV is at least as faithful to the edited prompt as per-frame editing (Tab. 1)", a >= b, f"{a:.3f} vs {b:.3f}"))
+    out.append(
+        (
+            "TAV is at least as faithful to the edited prompt as per-frame editing (Tab. 1)",
+            a >= b,
+            f"{a:.3f} vs {b:.3f}",
+        )
+    )
     return out
 
 
@@ -209,11 +229,31 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
             f"{_fmt(d['change_ratio'])} | {_fmt(d['size_spread'], 1)} |"
         )
     kinds = sorted({r["kind"] for r in rows})
-    lines += ["", "Textual faithfulness by edit kind:", "", "| variant | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    lines += [
+        "",
+        "Textual faithfulness by edit kind:",
+        "",
+        "| variant | " + " | ".join(kinds) + " |",
+        "|---" * (len(kinds) + 1) + "|",
+    ]
     for v in variants:
-        lines.append(f"| {LABELS[v]} | " + " | ".join(f"{mean(rows, v, 'textual', lambda r, k=k: r['kind'] == k):.2f}" for k in kinds) + " |")
-    groups = {"one object": lambda r: r["objects"] == 1, "two objects": lambda r: r["objects"] == 2, "fast motion": lambda r: r["fast"]}
-    lines += ["", "By clip group (textual / motion px / agreement):", "", "| variant | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+        lines.append(
+            f"| {LABELS[v]} | "
+            + " | ".join(f"{mean(rows, v, 'textual', lambda r, k=k: r['kind'] == k):.2f}" for k in kinds)
+            + " |"
+        )
+    groups = {
+        "one object": lambda r: r["objects"] == 1,
+        "two objects": lambda r: r["objects"] == 2,
+        "fast motion": lambda r: r["fast"],
+    }
+    lines += [
+        "",
+        "By clip group (textual / motion px / agreement):",
+        "",
+        "| variant | " + " | ".join(groups) + " |",
+        "|---" * (len(groups) + 1) + "|",
+    ]
     for v in variants:
         cells = [
             f"{mean(rows, v, 'textual', g):.2f} / {mean(rows, v, 'motion_px', g):.1f} / {mean(rows, v, 'consistency', g):.2f}"
@@ -229,7 +269,9 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
     return text
 
 
-def contact_sheet(path: Path, cases: list[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], n_show: int = 4, zoom: int = 2) -> None:
+def contact_sheet(
+    path: Path, cases: list[tuple[str, torch.Tensor, dict[str, torch.Tensor]]], n_show: int = 4, zoom: int = 2
+) -> None:
     """One row per case: source then each variant, ``n_show`` frames each, labelled."""
     from PIL import Image, ImageDraw
 
@@ -255,6 +297,65 @@ def contact_sheet(path: Path, cases: list[tuple[str, torch.Tensor, dict[str, tor
     sheet.save(path)
 
 
+def _save_cases(path: Path, cases: list) -> None:
+    """Edited videos as uint8 arrays, so shards can be merged into one report later."""
+    arrays = {}
+    titles = []
+    for k, (title, src, outs) in enumerate(cases):
+        titles.append(title)
+        arrays[f"{k}/source"] = (src.numpy() * 255).round().astype(np.uint8)
+        for v, frames in outs.items():
+            arrays[f"{k}/{v}"] = (frames.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    np.savez_compressed(path, titles=np.asarray(titles), **arrays)
+
+
+def _load_cases(path: Path, variants: Sequence[str]) -> list:
+    data = np.load(path)
+    out = []
+    for k, title in enumerate(data["titles"]):
+        frames = {n: torch.from_numpy(data[f"{k}/{n}"].astype(np.float32) / 255) for n in ["source", *variants]}
+        out.append((str(title), frames.pop("source"), frames))
+    return out
+
+
+def run_clips(pipe, clips: Sequence[Clip], cfg: EvalConfig, variants: Sequence[str]) -> tuple[list[dict], list]:
+    """Edit every clip with every variant; metrics rows and (title, source, outputs) cases."""
+    rows: list[dict[str, Any]] = []
+    cases = []
+    for ci, clip in enumerate(clips):
+        print(f"[{ci + 1}/{len(clips)}] {clip.name}: {clip.caption} ({clip.note})", flush=True)
+        edits = edits_for(clip)
+        src = torch.from_numpy(clip.frames())
+        src_r = analyzer.analyze_video(src)
+        outs = edit_clip(pipe, clip, edits, cfg, variants, log=lambda s: print(s, flush=True))
+        fast = max(t.speed for t in clip.tracks) > 1.0 or any(t.path == "circle" for t in clip.tracks)
+        for e in edits:
+            for v in variants:
+                met = analyzer.video_metrics(outs[v][e.prompt], src, clip.caption, e.prompt, src_r)
+                row = dict(clip=clip.name, kind=e.kind, prompt=e.prompt, variant=v, objects=len(clip.tracks), fast=fast)
+                rows.append({**row, **met})
+            cases.append((f"{clip.name}: {e.prompt}", src, {v: outs[v][e.prompt] for v in variants}))
+    return rows, cases
+
+
+def finalize(
+    out: Path, rows: list, cases: list, variants: Sequence[str], cfg: EvalConfig, meta: dict, gifs: int
+) -> str:
+    """Report, contact sheet and GIFs from all rows and cases."""
+    from ..video_io import side_by_side, write_video
+
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    report = write_report(out / "report.md", rows, variants, cfg, meta)
+    pick = [cases[i] for i in np.linspace(0, len(cases) - 1, min(8, len(cases))).round().astype(int)]
+    contact_sheet(out / "contact_sheet.png", pick)
+    for i in np.linspace(0, len(cases) - 1, min(gifs, len(cases))).round().astype(int):
+        title, src, outs = cases[i]
+        clip_name, prompt = title.split(": ", 1)
+        name = clip_name + "__" + prompt.replace(" on a ", " on ").replace(" background", "").replace(" ", "_")
+        write_video(out / f"{name}.gif", side_by_side(src, *outs.values()), fps=4)
+    return report
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
@@ -266,8 +367,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
     ap.add_argument("--guidance", type=float, default=EvalConfig.guidance)
     ap.add_argument("--seed", type=int, default=EvalConfig.seed)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared machine")
     ap.add_argument("--gifs", type=int, default=4, help="how many cases get a side-by-side GIF")
+    ap.add_argument("--shard", default=None, help="K/N: run every N-th clip from K into OUT/shard_K (parallel runs)")
+    ap.add_argument("--merge", action="store_true", help="only merge OUT/shard_* into the report")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -276,36 +379,44 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if not clips:
         raise SystemExit(f"no clips selected; known: {', '.join(c.name for c in EVAL_CLIPS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        shards = sorted(args.out.glob("shard_*"))
+        rows, cases, seconds = [], [], 0.0
+        for d in shards:
+            rows += json.loads((d / "rows.json").read_text())
+            cases += _load_cases(d / "cases.npz", args.variants)
+            seconds += json.loads((d / "meta.json").read_text())["seconds"]
+        order = {c.name: i for i, c in enumerate(EVAL_CLIPS)}
+        rows.sort(key=lambda r: order[r["clip"]])
+        cases.sort(key=lambda c: order[c[0].split(":")[0]])
+        meta = {
+            "clips": len({r["clip"] for r in rows}),
+            "videos": len(cases),
+            "seconds": seconds,
+            "threads": args.threads,
+        }
+        report = finalize(args.out, rows, cases, args.variants, cfg, meta, args.gifs)
+        print(report)
+        return {"rows": rows, "meta": meta}
+    out = args.out
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        clips = clips[k::n]
+        out = args.out / f"shard_{k}"
+        out.mkdir(parents=True, exist_ok=True)
     pipe = load_toy(args.model)
     t_start = time.time()
-    rows: list[dict[str, Any]] = []
-    cases = []
-    for ci, clip in enumerate(clips):
-        print(f"[{ci + 1}/{len(clips)}] {clip.name}: {clip.caption} ({clip.note})", flush=True)
-        edits = edits_for(clip)
-        src = torch.from_numpy(clip.frames())
-        src_r = analyzer.analyze_video(src)
-        outs = edit_clip(pipe, clip, edits, cfg, args.variants, log=lambda s: print(s, flush=True))
-        fast = max(t.speed for t in clip.tracks) > 1.0 or any(t.path == "circle" for t in clip.tracks)
-        for e in edits:
-            for v in args.variants:
-                met = analyzer.video_metrics(outs[v][e.prompt], src, clip.caption, e.prompt, src_r)
-                rows.append(dict(clip=clip.name, kind=e.kind, prompt=e.prompt, variant=v, objects=len(clip.tracks), fast=fast, **met))
-            cases.append((f"{clip.name}: {e.prompt}", src, {v: outs[v][e.prompt] for v in args.variants}))
-        (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
-    seconds = time.time() - t_start
-    meta = {"clips": len(clips), "videos": len(cases), "seconds": seconds, "threads": args.threads}
-    report = write_report(args.out / "report.md", rows, args.variants, cfg, meta)
-    pick = [cases[i] for i in np.linspace(0, len(cases) - 1, min(8, len(cases))).round().astype(int)]
-    contact_sheet(args.out / "contact_sheet.png", pick)
-    from ..video_io import side_by_side, write_video
-
-    for i in np.linspace(0, len(cases) - 1, min(args.gifs, len(cases))).round().astype(int):
-        title, src, outs = cases[i]
-        name = title.split(":")[0] + "_" + cases[i][0].split(": ")[1].replace(" ", "_")[:40]
-        write_video(args.out / f"{name}.gif", side_by_side(src, *outs.values()), fps=4)
+    rows, cases = run_clips(pipe, clips, cfg, args.variants)
+    meta = {"clips": len(clips), "videos": len(cases), "seconds": time.time() - t_start, "threads": args.threads}
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    _save_cases(out / "cases.npz", cases)
+    if args.shard:
+        print(f"shard done: {out} ({meta['seconds']:.0f}s)")
+        return {"rows": rows, "meta": meta}
+    report = finalize(out, rows, cases, args.variants, cfg, meta, args.gifs)
     print(report)
-    print(f"wrote {args.out}/report.md, contact_sheet.png, GIFs ({seconds:.0f}s)")
+    print(f"wrote {out}/report.md, contact_sheet.png, GIFs ({meta['seconds']:.0f}s)")
     return {"rows": rows, "meta": meta}
 
 

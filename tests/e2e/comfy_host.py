@@ -65,6 +65,7 @@ class ComfyServer:
             "--disable-api-nodes", "--disable-auto-launch",
             "--output-directory", str(self.output), "--input-directory", str(self.input),
             "--temp-directory", str(self.temp), "--user-directory", str(self.user),
+            "--database-url", "sqlite:///:memory:",
             "--extra-model-paths-config", str(self.write_model_paths()),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}

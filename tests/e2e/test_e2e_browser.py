@@ -75,7 +75,7 @@ def page(chromium: str, comfy_server: ComfyServer, tmp_path_factory: pytest.Temp
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-        "--remote-allow-origins=*", "--window-size=1600,1000", "about:blank",
+        "--remote-allow-origins=*", "--window-size=2400,1350", "about:blank",
     ]  # fmt: skip
     log = open(profile / "chromium.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -135,11 +135,8 @@ DROP_JS = """
       id: n.id, type: n.type, registered: n.type in LiteGraph.registered_node_types,
     }));
     const prompt = (await app.graphToPrompt()).output;
-    try {
-      await app.extensionManager.command.execute('Comfy.Canvas.FitView');
-    } catch (e) {
-      /* older frontends: keep the saved view */
-    }
+    app.canvas.ds.scale = 0.75;  // whole graph in view, text still drawn
+    app.canvas.ds.offset = [40, 60];
     app.canvas.setDirty(true, true);
     await new Promise((r) => setTimeout(r, 300));
     return {missing, nodes, prompt};
