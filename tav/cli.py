@@ -7,8 +7,8 @@ checkpoint). Progress goes to tqdm; Ctrl-C stops cleanly between steps.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence

@@ -12,7 +12,9 @@ from typing import Optional
 
 import torch
 from diffusers import DDPMScheduler
+from einops import rearrange
 
+from .control import Control, fold, residuals
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
 
@@ -81,17 +83,22 @@ def inversion_step(
     return alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * eps
 
 
-def predict(pipe: Pipeline, x: torch.Tensor, t: int, embeds: torch.Tensor, **unet_kwargs: object) -> torch.Tensor:
-    """UNet output for video latents ``[B, C, F, h, w]``; a 2-D UNet sees frames as a batch."""
+def predict(
+    pipe: Pipeline, x: torch.Tensor, t: int, embeds: torch.Tensor, control: Optional[Control] = None
+) -> torch.Tensor:
+    """UNet output for video latents ``[B, C, F, h, w]``; a 2-D UNet sees frames as a batch.
+
+    With ``control``, a ControlNet adds its per-frame residuals.
+    """
     param = next(pipe.unet.parameters())
     x_in, e_in = x.to(param.dtype), embeds.to(param.device, param.dtype)
+    b, f = x.shape[0], x.shape[2]
     t_in = torch.tensor(t, device=x.device)
-    if x.ndim == 5 and not _is_video_unet(pipe):
-        b, c, f, h, w = x.shape
-        flat = x_in.transpose(1, 2).reshape(b * f, c, h, w)
-        out = pipe.unet(flat, t_in, e_in.repeat_interleave(f, 0), return_dict=False, **unet_kwargs)[0]
-        return out.view(b, f, -1, h, w).transpose(1, 2).to(x.dtype)
-    return pipe.unet(x_in, t_in, e_in, **unet_kwargs).to(x.dtype)
+    kwargs = residuals(control, fold(x_in), t_in, e_in.repeat_interleave(f, 0)) if control else {}
+    if not _is_video_unet(pipe):
+        out = pipe.unet(fold(x_in), t_in, e_in.repeat_interleave(f, 0), return_dict=False, **kwargs)[0]
+        return rearrange(out, "(b f) c h w -> b c f h w", b=b).to(x.dtype)
+    return pipe.unet(x_in, t_in, e_in, **kwargs).to(x.dtype)
 
 
 def _is_video_unet(pipe: Pipeline) -> bool:
@@ -155,11 +162,13 @@ def sample(
     eta: float = 0.0,
     seed: int = 0,
     callback: Optional[ProgressFn] = None,
+    control: Optional[Control] = None,
 ) -> torch.Tensor:
     """DDIM sampling with classifier-free guidance (cond and uncond in one batch).
 
     Starts from ``latents`` (e.g. the inverted clip) or, if None, from seeded Gaussian noise of
     ``frames x height x width`` pixels. With eta 0 and given latents the result is deterministic.
+    ``control`` adds a ControlNet with one hint per frame (to cond and uncond alike).
     """
     device = pipe.device
     gen = torch.Generator("cpu").manual_seed(seed)
@@ -180,11 +189,12 @@ def sample(
         uncond = (pipe.encode_prompt("") if negative_embeds is None else negative_embeds[:1]).to(device)
         embeds = torch.cat([uncond, cond])
     for i, t in enumerate(ts):
+        ctl = control if control is not None and control.active(i, steps) else None
         if guided:
-            out_u, out_c = predict(pipe, torch.cat([x, x]), t, embeds).float().chunk(2)
+            out_u, out_c = predict(pipe, torch.cat([x, x]), t, embeds, ctl).float().chunk(2)
             out = out_u + guidance_scale * (out_c - out_u)
         else:
-            out = predict(pipe, x, t, cond).float()
+            out = predict(pipe, x, t, cond, ctl).float()
         prev = t - ratio
         a_prev = float(ac[prev]) if prev >= 0 else final
         noise = torch.randn(x.shape, generator=gen).to(device) if eta > 0 else None

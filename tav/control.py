@@ -1,0 +1,96 @@
+"""ControlNet for Tune-A-Video sampling: one hint image per frame (pose, depth, edges of the clip).
+
+The paper's pose-guided demo and several user requests ask for structure control. Since frames
+are folded into the batch, a stock 2-D ``ControlNetModel`` runs per frame and its residuals feed
+the inflated UNet unchanged, exactly as diffusers' ControlNet pipeline feeds a 2-D UNet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers import ControlNetModel
+from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+from einops import rearrange, repeat
+from torch import nn
+
+
+@dataclasses.dataclass
+class Control:
+    """A ControlNet, its per-frame hint ``[F, H, W, 3]`` in 0..1, and when it acts.
+
+    ``start``/``end`` are fractions of the sampling steps (ComfyUI's start/end percent).
+    """
+
+    model: ControlNetModel
+    hint: torch.Tensor
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def active(self, step: int, steps: int) -> bool:
+        return self.scale != 0 and self.start <= step / steps <= self.end
+
+
+def residuals(
+    control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
+) -> dict[str, Any]:
+    """UNet kwargs with the ControlNet's residuals for folded latents ``x`` ``[B*F, C, h, w]``.
+
+    ``embeds`` are per folded sample; the hint is repeated over the B videos (cond and uncond).
+    """
+    frames = control.hint.shape[0]
+    if x.shape[0] % frames:
+        raise ValueError(f"the ControlNet hint has {frames} frames but the video has a different count")
+    param = next(control.model.parameters())
+    hint = repeat(control.hint[..., :3], "f h w c -> (b f) c h w", b=x.shape[0] // frames)
+    down, mid = control.model(
+        x.to(param.dtype),
+        t,
+        embeds.to(param.dtype),
+        controlnet_cond=hint.to(param.device, param.dtype),
+        conditioning_scale=control.scale,
+        return_dict=False,
+    )
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+def fold(x: torch.Tensor) -> torch.Tensor:
+    return rearrange(x, "b c f h w -> (b f) c h w")
+
+
+def controlnet_from_ldm(state_dict: Mapping[str, torch.Tensor], unet: nn.Module) -> ControlNetModel:
+    """A diffusers ControlNet from an original-layout one (``input_hint_block``, ``zero_convs``, ...).
+
+    That is the layout of ControlNet ``.safetensors`` files and of ComfyUI's loaded CONTROL_NET.
+    ``unet`` (2-D or inflated) supplies the architecture the ControlNet mirrors.
+    """
+    unet2d = getattr(unet, "unet", unet)
+    sd = {k.removeprefix("control_model."): v for k, v in state_dict.items()}
+    if "input_hint_block.0.weight" not in sd:
+        raise ValueError("not a ControlNet state dict: it has no input_hint_block (T2I-Adapters are not supported)")
+    hint_convs = sorted(
+        (int(k.split(".")[1]), v) for k, v in sd.items() if k.startswith("input_hint_block.") and k.endswith(".weight")
+    )
+    # conv_in, then (conv, stride-2 conv) per stage, then conv_out: stage widths sit at even positions
+    embed_channels = tuple(v.shape[0] for _, v in hint_convs[0:-1:2])
+    with torch.device("meta"):
+        model = ControlNetModel.from_unet(
+            unet2d,
+            load_weights_from_unet=False,
+            conditioning_channels=int(hint_convs[0][1].shape[1]),
+            conditioning_embedding_out_channels=embed_channels,
+        )
+    converted = convert_controlnet_checkpoint(dict(sd), {"layers_per_block": unet2d.config.layers_per_block})
+    converted = {k: v for k, v in converted.items() if v is not None}
+    missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(
+            "this ControlNet does not match the model's architecture (is it for SD 1.x vs 2.x?): "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    p = next(unet2d.parameters())
+    return model.to(p.device, p.dtype).eval().requires_grad_(False)

@@ -1,0 +1,93 @@
+"""ControlNet per frame: no-op when zero, the 2-D computation per frame, original-layout loading."""
+
+import copy
+
+import pytest
+import torch
+from diffusers import ControlNetModel
+
+from tav import ddim
+from tav.control import Control, controlnet_from_ldm
+from tav.inflation import inflate
+
+from .test_checkpoints import unet_to_ldm
+from .tiny import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=21)
+
+
+def _controlnet(unet, randomize: bool) -> ControlNetModel:
+    torch.manual_seed(0)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256)).eval()
+    if randomize:  # from_unet zero-initialises the output convs: make them act
+        with torch.no_grad():
+            for name, p in cn.named_parameters():
+                if "controlnet_down_blocks" in name or "controlnet_mid_block" in name or "conv_out" in name:
+                    p.normal_(0, 0.05)
+    return cn
+
+
+def test_zero_controlnet_changes_nothing(pipe) -> None:
+    video = inflate(pipe)
+    hint = torch.rand(3, 64, 64, 3)
+    x = torch.randn(1, 4, 3, 8, 8)
+    emb = pipe.encode_prompt("a red circle")
+    plain = ddim.sample(video, emb, latents=x, steps=2, guidance_scale=4.0)
+    ctl = ddim.sample(video, emb, latents=x, steps=2, guidance_scale=4.0,
+                      control=Control(_controlnet(pipe.unet, randomize=False), hint))
+    torch.testing.assert_close(plain, ctl, rtol=0, atol=1e-6)
+
+
+def test_one_frame_equals_2d_controlnet(pipe) -> None:
+    """Inflated UNet + per-frame ControlNet on one frame == diffusers' 2-D ControlNet computation."""
+    video = inflate(pipe, zero_temporal_bias=True)
+    cn = _controlnet(pipe.unet, randomize=True)
+    hint = torch.rand(1, 64, 64, 3)
+    x = torch.randn(1, 4, 1, 8, 8)
+    emb = pipe.encode_prompt("a blue square")
+    got = ddim.predict(video, x, 500, emb, Control(cn, hint, scale=0.8))
+    with torch.no_grad():
+        down, mid = cn(x[:, :, 0], 500, emb, hint.permute(0, 3, 1, 2), conditioning_scale=0.8, return_dict=False)
+        want = pipe.unet(x[:, :, 0], 500, emb, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample
+    assert (got[:, :, 0] - want).abs().max().item() < 1e-5
+    assert (got[:, :, 0] - ddim.predict(video, x, 500, emb)[:, :, 0]).abs().max().item() > 1e-3  # it acts
+
+
+def test_schedule_window(pipe) -> None:
+    cn = _controlnet(pipe.unet, randomize=True)
+    c = Control(cn, torch.rand(2, 64, 64, 3), start=0.5, end=1.0)
+    assert [c.active(i, 4) for i in range(4)] == [False, False, True, True]
+    assert not Control(cn, c.hint, scale=0.0).active(0, 4)
+
+
+def controlnet_to_ldm(cn: ControlNetModel, unet) -> dict:
+    """The original layout (time_embed, input_blocks, middle_block, zero_convs, input_hint_block...)."""
+    body = copy.deepcopy(unet)
+    body.load_state_dict({k: v for k, v in cn.state_dict().items() if k in body.state_dict()}, strict=False)
+    sd = {k.removeprefix("model.diffusion_model."): v for k, v in unet_to_ldm(body).items()}
+    sd = {k: v for k, v in sd.items() if k.startswith(("time_embed.", "input_blocks.", "middle_block."))}
+    for k, v in cn.state_dict().items():
+        if k.startswith("controlnet_down_blocks."):
+            i, p = k.split(".")[1:]
+            sd[f"zero_convs.{i}.0.{p}"] = v
+        elif k.startswith("controlnet_mid_block."):
+            sd[f"middle_block_out.0.{k.split('.')[-1]}"] = v
+        elif k.startswith("controlnet_cond_embedding."):
+            part = k.split(".")[1:]
+            idx = 0 if part[0] == "conv_in" else 14 if part[0] == "conv_out" else 2 * (int(part[1]) + 1)
+            sd[f"input_hint_block.{idx}.{part[-1]}"] = v
+    return {"control_model." + k: v for k, v in sd.items()}
+
+
+def test_controlnet_from_original_layout(pipe) -> None:
+    cn = _controlnet(pipe.unet, randomize=True)
+    loaded = controlnet_from_ldm(controlnet_to_ldm(cn, pipe.unet), inflate(pipe).unet)
+    a, b = cn.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="not a ControlNet"):
+        controlnet_from_ldm({"x": torch.zeros(1)}, pipe.unet)
