@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .common import register_folders
+from .control import TAV_ControlNet
 from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
 from .sample import TAV_DDIMInvert, TAV_Sample
 from .tune import TAV_Tune
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "TAV_LoadTuned": TAV_LoadTuned,
     "TAV_DDIMInvert": TAV_DDIMInvert,
     "TAV_Sample": TAV_Sample,
+    "TAV_ControlNet": TAV_ControlNet,
     "TAV_SaveVideo": TAV_SaveVideo,
 }
 
@@ -31,6 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TAV_LoadTuned": "Load Tuned Weights (Tune-A-Video)",
     "TAV_DDIMInvert": "DDIM Invert (Tune-A-Video)",
     "TAV_Sample": "Sample Video (Tune-A-Video)",
+    "TAV_ControlNet": "ControlNet per Frame (Tune-A-Video)",
     "TAV_SaveVideo": "Save Video (Tune-A-Video)",
 }
 

@@ -206,6 +206,10 @@ class TAV_Sample:
                     "CONDITIONING",
                     {"tooltip": "Stock negative conditioning used instead of negative_prompt."},
                 ),
+                "control": (
+                    "TAV_CONTROL",
+                    {"tooltip": "Per-frame ControlNet from the Tune-A-Video ControlNet node."},
+                ),
             },
         }
 
@@ -228,6 +232,7 @@ class TAV_Sample:
         inverted: Optional[dict] = None,
         positive: Any = None,
         negative: Any = None,
+        control: Any = None,
     ) -> tuple[torch.Tensor, dict]:
         from tav import ddim, inflation
 
@@ -264,6 +269,7 @@ class TAV_Sample:
             eta=eta,
             seed=seed,
             callback=progress("sample"),
+            control=control,
         )
         images = pipeline.decode_latents(latents)
         stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale

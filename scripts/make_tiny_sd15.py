@@ -42,7 +42,7 @@ def _init(module: torch.nn.Module) -> torch.nn.Module:  # noqa: F821
     return module
 
 
-def build_state_dict(comfy_dir: Path, seed: int = 0) -> dict:
+def build_state_dict(comfy_dir: Path, seed: int = 0, controlnet: bool = False) -> dict:
     """The full LDM-layout state dict (``model.diffusion_model.*``, ``first_stage_model.*``,
     ``cond_stage_model.transformer.*``)."""
     sys.path.insert(0, str(comfy_dir))
@@ -77,6 +77,11 @@ def build_state_dict(comfy_dir: Path, seed: int = 0) -> dict:
     )
     unet = _init(UNetModel(**unet_cfg, operations=ops))
     sd = {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
+    if controlnet:  # a matching ControlNet instead: original layout, zero convs random so it acts
+        from comfy.cldm.cldm import ControlNet
+
+        cfg = {k: v for k, v in unet_cfg.items() if k not in ("out_channels", "transformer_depth_output")}
+        return dict(_init(ControlNet(hint_channels=3, **cfg, operations=ops)).state_dict())
 
     ddconfig = {
         "double_z": True,
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--comfy-dir", type=Path, default=Path(os.environ.get("COMFY_DIR", DEFAULT_COMFY)))
     ap.add_argument("--fp16", action="store_true", help="store floating tensors as fp16 (half the size)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--controlnet", action="store_true", help="write a ControlNet matching the tiny UNet instead")
     a = ap.parse_args(argv)
     if not (a.comfy_dir / "comfy" / "sd1_clip_config.json").is_file():
         ap.error(f"{a.comfy_dir} is not a ComfyUI folder (run scripts/setup_comfy_host.sh)")
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     from safetensors.torch import save_file
 
-    sd = build_state_dict(a.comfy_dir.resolve(), a.seed)
+    sd = build_state_dict(a.comfy_dir.resolve(), a.seed, a.controlnet)
     sd = {k: (v.half() if a.fp16 and v.is_floating_point() else v).contiguous() for k, v in sd.items()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(a.out.name + ".tmp")

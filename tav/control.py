@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import ControlNetModel
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 from einops import rearrange, repeat
@@ -47,6 +48,9 @@ def residuals(
         raise ValueError(f"the ControlNet hint has {frames} frames but the video has a different count")
     param = next(control.model.parameters())
     hint = repeat(control.hint[..., :3], "f h w c -> (b f) c h w", b=x.shape[0] // frames)
+    size = (x.shape[-2] * 8, x.shape[-1] * 8)  # ControlNet hints live at 8x the latent size
+    if hint.shape[-2:] != size:
+        hint = F.interpolate(hint.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     down, mid = control.model(
         x.to(param.dtype),
         t,
@@ -93,4 +97,4 @@ def controlnet_from_ldm(state_dict: Mapping[str, torch.Tensor], unet: nn.Module)
             f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     p = next(unet2d.parameters())
-    return model.to(p.device, p.dtype).eval().requires_grad_(False)
+    return nn.Module.to(model, p.device, p.dtype).eval().requires_grad_(False)  # nn.Module.to: no diffusers dtype warning

@@ -463,9 +463,11 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     ap.add_argument("--vae-chunk", type=int, default=200)
     ap.add_argument("--vae-max-steps", type=int, default=3000)
     ap.add_argument("--unet-batch", type=int, default=64)
-    ap.add_argument("--unet-steps", type=int, default=3000)
+    ap.add_argument("--unet-steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-samples", type=int, default=120)
+    ap.add_argument("--eval-steps", type=int, default=30, help="DDIM steps of the T2I check")
+    ap.add_argument("--guidance", type=float, default=5.0, help="CFG scale of the T2I check")
     ap.add_argument("--stage", choices=("all", "vae", "unet", "eval"), default="all")
     args = ap.parse_args(argv)
 
@@ -474,6 +476,13 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     t_start, c_start = time.time(), time.process_time()
+    if args.stage == "eval":  # re-judge the shipped folder only
+        vae, unet, te, tok, scale = load_components(args.out)
+        res = evaluate_t2i(
+            vae, unet, te, tok, scale, n=args.eval_samples, steps=args.eval_steps, guidance=args.guidance
+        )
+        log(f"T2I accuracy ({time.time() - t_start:.0f}s): {json.dumps(res)}")
+        return
 
     log(f"rendering {args.images} training + 400 validation images")
     imgs, caps = make_dataset(args.images, args.seed)
@@ -537,7 +546,9 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     # judge what was shipped: reload the fp16 files
     vae, unet, te, tok, scale = load_components(args.out)
     t0 = time.time()
-    meta["t2i"] = evaluate_t2i(vae, unet, te, tok, scale, n=args.eval_samples)
+    meta["t2i"] = evaluate_t2i(
+        vae, unet, te, tok, scale, n=args.eval_samples, steps=args.eval_steps, guidance=args.guidance
+    )
     meta["t2i"]["seconds"] = time.time() - t0
     (args.out / "TRAINING.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"T2I accuracy: {json.dumps(meta['t2i'])}")

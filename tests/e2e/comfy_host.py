@@ -44,7 +44,7 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
         for d in (self.input, self.output, self.temp, self.user):
             d.mkdir(parents=True, exist_ok=True)
-        for d in ("checkpoints", "diffusers", "tuneavideo"):
+        for d in ("checkpoints", "controlnet", "diffusers", "tuneavideo"):
             (self.models / d).mkdir(parents=True, exist_ok=True)
 
     def write_model_paths(self) -> Path:
@@ -54,6 +54,7 @@ class ComfyServer:
             f"    base_path: {self.models}\n"
             "    is_default: true\n"
             "    checkpoints: checkpoints\n"
+            "    controlnet: controlnet\n"
             "    diffusers: diffusers\n"
             "    tuneavideo: tuneavideo\n"
         )

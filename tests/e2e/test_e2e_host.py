@@ -20,8 +20,9 @@ EXPECTED = {
     "TAV_DDIMInvert": {"pipeline", "frames", "steps", "prompt"},
     "TAV_Sample": {
         "pipeline", "prompt", "negative_prompt", "steps", "cfg", "eta", "seed", "frames", "width", "height",
-        "inverted", "positive", "negative",
+        "inverted", "positive", "negative", "control",
     },
+    "TAV_ControlNet": {"pipeline", "control_net", "image", "strength", "start_percent", "end_percent"},
     "TAV_SaveVideo": {"images", "fps", "format", "filename_prefix"},
 }  # fmt: skip
 

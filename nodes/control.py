@@ -1,0 +1,94 @@
+"""ControlNet for Tune-A-Video: a stock CONTROL_NET plus one hint frame per video frame."""
+
+from __future__ import annotations
+
+import torch
+
+from tav.pipeline import Pipeline
+
+from .common import CATEGORY, PIPELINE
+
+#: socket type carrying a :class:`tav.control.Control`
+CONTROL = "TAV_CONTROL"
+
+
+class TAV_ControlNet:
+    """Turn a stock ControlNet (from ControlNet Loader) and per-frame hints into Sample's control."""
+
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (CONTROL,)
+    RETURN_NAMES = ("control",)
+    OUTPUT_TOOLTIPS = ("Connect to Sample's control input.",)
+    FUNCTION = "apply"
+    DESCRIPTION = (
+        "Structure control per frame (pose, depth, edges of the source clip), as the paper's pose-guided "
+        "editing. The ControlNet must match the base model (SD 1.x or 2.x)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "pipeline": (
+                    PIPELINE,
+                    {"tooltip": "The pipeline Sample uses; its UNet defines the ControlNet's shape."},
+                ),
+                "control_net": ("CONTROL_NET", {"tooltip": "From the stock Load ControlNet Model node."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "One hint per frame (e.g. a preprocessed pose/depth/canny video); same frame count."},
+                ),
+                "strength": (
+                    "FLOAT",
+                    {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "ControlNet residual scale."},
+                ),
+                "start_percent": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Fraction of steps where it starts.",
+                    },
+                ),
+                "end_percent": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "Fraction of steps where it ends.",
+                    },
+                ),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_percent: float = 0.0, end_percent: float = 1.0) -> bool | str:
+        if start_percent > end_percent:
+            return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
+        return True
+
+    def apply(
+        self,
+        pipeline: Pipeline,
+        control_net: object,
+        image: torch.Tensor,
+        strength: float,
+        start_percent: float,
+        end_percent: float,
+    ) -> tuple:
+        from tav.control import Control, controlnet_from_ldm
+
+        model = getattr(control_net, "control_model", None)
+        if model is None:
+            raise ValueError(
+                f"{type(control_net).__name__} is not a ControlNet with its own model (T2I-Adapters and "
+                "control LoRAs are not supported); load a ControlNet with the stock Load ControlNet Model node"
+            )
+        with torch.inference_mode(False):
+            sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            net = controlnet_from_ldm(sd, pipeline.unet)
+        return (Control(net, image[..., :3].clone(), strength, start_percent, end_percent),)
