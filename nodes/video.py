@@ -7,7 +7,6 @@ from typing import Any, Optional
 
 import folder_paths
 import torch
-import torch.nn.functional as F
 
 from tav import video_io
 
@@ -60,26 +59,6 @@ def resolve_video(video: Optional[str], path: Optional[str]) -> tuple[Optional[s
     if not full or not os.path.isfile(full):
         return None, f"video file {video!r} not found in ComfyUI's input folder"
     return full, None
-
-
-def _resize(frames: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
-    """Resize ``[F,H,W,3]`` like :func:`tav.video_io.read_video` does for files."""
-    _, h, w, _ = frames.shape
-    x = frames.permute(0, 3, 1, 2).float()
-    if mode == "none":
-        th, tw = h // 8 * 8, w // 8 * 8
-        top, left = (h - th) // 2, (w - tw) // 2
-        x = x[:, :, top : top + th, left : left + tw]
-    elif mode == "crop":
-        scale = max(width / w, height / h)
-        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (nh - height) // 2, (nw - width) // 2
-        x = x[:, :, top : top + height, left : left + width]
-    elif (h, w) != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
 
 
 class TAV_LoadVideo:
@@ -215,7 +194,7 @@ class TAV_LoadVideo:
             picked = images[start::stride][:n_frames]
             if picked.shape[0] == 0:
                 raise ValueError(f"start {start} is past the last of the {images.shape[0]} input frames")
-            frames = _resize(picked[..., :3], width, height, resize)
+            frames = video_io.resize_frames(picked[..., :3], width, height, resize)
             return (frames, int(frames.shape[0]), IMAGES_FPS / stride)
         full, err = resolve_video(video, path)
         if err:

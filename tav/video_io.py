@@ -265,15 +265,19 @@ def _pillow_frames(path: str) -> Iterator[Any]:
             yield np.asarray(image.convert("RGB"))
 
 
-def _fit(frame: np.ndarray, resize: str, width: int, height: int, path: str) -> torch.Tensor:
-    """uint8 ``[h, w, 3]`` -> float32 ``[H, W, 3]`` in 0..1 at the requested size."""
-    h0, w0 = frame.shape[:2]
+def resize_frames(frames: torch.Tensor, width: int, height: int, resize: str = "stretch") -> torch.Tensor:
+    """Float ``[F, h, w, C]`` -> ``[F, H, W, C]`` as :func:`read_video` resizes (any value range).
+
+    "stretch" resizes to exactly ``width`` x ``height``; "crop" takes the largest centred window
+    with the target aspect ratio, then resizes; "none" centre-crops to a multiple of 8.
+    """
+    h0, w0 = frames.shape[1:3]
     if resize == "none":
         if h0 < 8 or w0 < 8:
-            raise ValueError(f"{path!r} is {w0}x{h0}; resize='none' needs at least 8x8, use 'stretch'")
+            raise ValueError(f"frames are {w0}x{h0}; resize='none' needs at least 8x8, use 'stretch'")
         ch, cw = h0 - h0 % 8, w0 - w0 % 8
         height, width = ch, cw
-    elif resize == "crop":  # the largest centred window with the target aspect ratio
+    elif resize == "crop":
         if w0 * height > h0 * width:
             ch, cw = h0, max(1, round(h0 * width / height))
         else:
@@ -281,12 +285,20 @@ def _fit(frame: np.ndarray, resize: str, width: int, height: int, path: str) -> 
     else:
         ch, cw = h0, w0
     top, left = (h0 - ch) // 2, (w0 - cw) // 2
-    window = frame[top : top + ch, left : left + cw].astype(np.float32)  # a writable copy
-    x = torch.from_numpy(window).permute(2, 0, 1)[None]
+    x = frames[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2).float()
     if (ch, cw) != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _fit(frame: np.ndarray, resize: str, width: int, height: int, path: str) -> torch.Tensor:
+    """uint8 ``[h, w, 3]`` -> float32 ``[H, W, 3]`` in 0..1 at the requested size."""
+    try:
+        x = resize_frames(torch.from_numpy(frame.astype(np.float32))[None], width, height, resize)[0]
+    except ValueError as e:
+        raise ValueError(f"{path!r}: {e}") from None
     # scaling to 0..1 after the resize is exact (the filter is linear) and touches fewer pixels
-    return x[0].permute(1, 2, 0).div(255.0).clamp_(0, 1).contiguous()
+    return x.div_(255.0).clamp_(0, 1)
 
 
 def _as_float_frames(video: Frames) -> torch.Tensor:

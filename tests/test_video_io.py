@@ -26,7 +26,14 @@ REFERENCE = {  # name: (frames, fps, (width, height))
     "rabbit-watermelon": (186, 30.0, (718, 718)),
 }
 
-needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="reference videos not available")
+# ../shared/reference/videos is beside the checkout in CI: missing clips are a failure, not a skip
+needs_videos = pytest.mark.usefixtures("reference_videos")
+
+
+@pytest.fixture(scope="session")
+def reference_videos() -> Path:
+    assert VIDEOS.is_dir(), f"reference clips not found at {VIDEOS}"
+    return VIDEOS
 
 
 def _clip(name: str) -> str:
