@@ -69,8 +69,10 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
     unet, vae, text_encoder, tokenizer = _build(spec, src)
     sched_cfg = {k: v for k, v in spec["scheduler"].items() if not k.startswith("_")}
     noise_scheduler = DDPMScheduler(
-        num_train_timesteps=sched_cfg["num_train_timesteps"], beta_start=sched_cfg["beta_start"],
-        beta_end=sched_cfg["beta_end"], beta_schedule=sched_cfg["beta_schedule"],
+        num_train_timesteps=sched_cfg["num_train_timesteps"],
+        beta_start=sched_cfg["beta_start"],
+        beta_end=sched_cfg["beta_end"],
+        beta_schedule=sched_cfg["beta_schedule"],
     )
     # train_tuneavideo.py: freeze VAE, text encoder, UNet; unfreeze modules ending in trainable_modules
     trainable_modules = ("attn1.to_q", "attn2.to_q", "attn_temp")
@@ -80,7 +82,10 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
     px = spec["pixels"]
     pixel_values = torch.rand(1, frames, 3, px, px, generator=gen) * 2 - 1  # dataset: (b, f, c, h, w) in -1..1
     prompt_ids = tokenizer(
-        spec["prompt"], max_length=tokenizer.model_max_length, padding="max_length", truncation=True,
+        spec["prompt"],
+        max_length=tokenizer.model_max_length,
+        padding="max_length",
+        truncation=True,
         return_tensors="pt",
     ).input_ids
 
@@ -91,9 +96,20 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
         info: dict = {}
         if phase == "sample":
             unet.eval()
-            scheduler = DDIMScheduler(**{k: sched_cfg[k] for k in (
-                "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample",
-                "set_alpha_to_one", "steps_offset")})
+            scheduler = DDIMScheduler(
+                **{
+                    k: sched_cfg[k]
+                    for k in (
+                        "num_train_timesteps",
+                        "beta_start",
+                        "beta_end",
+                        "beta_schedule",
+                        "clip_sample",
+                        "set_alpha_to_one",
+                        "steps_offset",
+                    )
+                }
+            )
             scheduler.set_timesteps(50)
             with torch.no_grad():  # TuneAVideoPipeline.__call__ is @torch.no_grad()
                 uncond_ids = tokenizer(
@@ -132,10 +148,14 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
             unet.train()
             if not full:  # precomputed once (what tav does), for the UNet-only comparison
                 with torch.no_grad():
-                    pre_latents = rearrange(
-                        vae.encode(rearrange(pixel_values, "b f c h w -> (b f) c h w")).latent_dist.sample(),
-                        "(b f) c h w -> b c f h w", f=frames,
-                    ) * 0.18215
+                    pre_latents = (
+                        rearrange(
+                            vae.encode(rearrange(pixel_values, "b f c h w -> (b f) c h w")).latent_dist.sample(),
+                            "(b f) c h w -> b c f h w",
+                            f=frames,
+                        )
+                        * 0.18215
+                    )
                     pre_ehs = text_encoder(prompt_ids)[0]
             no_grad_counts = []
             with _procmem.PeakMeter() as mem:
@@ -152,7 +172,9 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
                         latents = pre_latents
                     noise = torch.randn_like(latents)
                     bsz = latents.shape[0]
-                    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
+                    timesteps = torch.randint(
+                        0, noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device
+                    )
                     timesteps = timesteps.long()
                     noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
                     encoder_hidden_states = text_encoder(prompt_ids)[0] if full else pre_ehs

@@ -62,7 +62,7 @@ class PeakMeter:
         self.peak_kb = 0
         self.exact = False
 
-    def __enter__(self) -> "PeakMeter":
+    def __enter__(self) -> PeakMeter:
         self.base_kb = rss_kb()
         self.exact = reset_peak()
         return self

@@ -214,7 +214,13 @@ def worker_ours(spec: dict, frames: int, warmup: int, repeats: int, phases: list
             with _procmem.PeakMeter() as mem:
                 clock.start()
                 sample(
-                    pipe, cond, negative_embeds=uncond, latents=x, steps=warmup + repeats, guidance_scale=12.5, callback=clock
+                    pipe,
+                    cond,
+                    negative_embeds=uncond,
+                    latents=x,
+                    steps=warmup + repeats,
+                    guidance_scale=12.5,
+                    callback=clock,
                 )
         elif phase in ("tune_gc", "tune_nogc"):
             config = TuneConfig(steps=warmup + repeats, gradient_checkpointing=phase == "tune_gc")
@@ -263,7 +269,9 @@ def worker_equiv_ours(spec: dict, frames: int, latent: int, path: Path) -> dict:
         results["control_per_frame_groupnorm"] = unet(x.double(), t, ehs.double())
         for m in norms:
             m.ctx = unet.ctx
-        procs = [a.processor for a in unet.modules() if isinstance(getattr(a, "processor", None), SparseCausalAttnProcessor)]
+        procs = [
+            a.processor for a in unet.modules() if isinstance(getattr(a, "processor", None), SparseCausalAttnProcessor)
+        ]
         for proc in procs:
             proc.mode = "frame"  # plain per-frame self-attention instead of sparse-causal
         results["control_per_frame_attn1"] = unet(x.double(), t, ehs.double())
@@ -275,13 +283,11 @@ def worker_equiv_ours(spec: dict, frames: int, latent: int, path: Path) -> dict:
             m.attn_temp.to_out[0].weight.zero_()
             m.attn_temp.to_out[0].bias.zero_()
         results["control_no_temporal_attn"] = unet(x.double(), t, ehs.double())
-        for m, (w, bias) in zip(hooks, saved):
+        for m, (w, bias) in zip(hooks, saved, strict=True):
             m.attn_temp.to_out[0].weight.copy_(w)
             m.attn_temp.to_out[0].bias.copy_(bias)
     unet.float()
-    torch.save(
-        {"state_dict": unet.unet.state_dict(), "sample": x, "timestep": t, "ehs": ehs, "out": results}, path
-    )
+    torch.save({"state_dict": unet.unet.state_dict(), "sample": x, "timestep": t, "ehs": ehs, "out": results}, path)
     return {"saved": str(path)}
 
 
@@ -299,10 +305,30 @@ def _run_child(cmd: list[str], out_path: Path, env: dict | None = None, timeout:
     return json.loads(out_path.read_text())
 
 
-def _child_cmd(impl: str, args: argparse.Namespace, spec_path: Path, frames: int, warmup: int, repeats: int,
-               phases: list[str], out: Path) -> list[str]:
-    common = ["--spec", str(spec_path), "--frames", str(frames), "--warmup", str(warmup), "--repeats", str(repeats),
-              "--phases", ",".join(phases), "--out", str(out)]
+def _child_cmd(
+    impl: str,
+    args: argparse.Namespace,
+    spec_path: Path,
+    frames: int,
+    warmup: int,
+    repeats: int,
+    phases: list[str],
+    out: Path,
+) -> list[str]:
+    common = [
+        "--spec",
+        str(spec_path),
+        "--frames",
+        str(frames),
+        "--warmup",
+        str(warmup),
+        "--repeats",
+        str(repeats),
+        "--phases",
+        ",".join(phases),
+        "--out",
+        str(out),
+    ]
     if impl == "ours":
         return [sys.executable, str(Path(__file__).resolve()), "--worker", "ours", *common]
     return [args.official_python, str(HERE / "_official_step.py"), "--src", args.official_src, *common]
@@ -322,19 +348,35 @@ def check_equivalence(args: argparse.Namespace, spec: dict, spec_path: Path, wor
         path = workdir / f"equiv_{frames}.pt"
         worker_equiv_ours(spec, frames, args.check_latent, path)
         out = workdir / f"equiv_{frames}.json"
-        cmd = [args.official_python, str(HERE / "_official_step.py"), "--src", args.official_src, "--spec",
-               str(spec_path), "--equiv", str(path), "--out", str(out)]
+        cmd = [
+            args.official_python,
+            str(HERE / "_official_step.py"),
+            "--src",
+            args.official_src,
+            "--spec",
+            str(spec_path),
+            "--equiv",
+            str(path),
+            "--out",
+            str(out),
+        ]
         rep = _run_child(cmd, out)
         rep["frames"] = frames
         reports.append(rep)
         for dtype, r in rep["results"].items():
             if dtype.startswith("control"):
-                print(f"  negative control {dtype[8:]} (float64, {frames} frames): max diff {r['max_abs_diff']:.3g} "
-                      "(must be large)", flush=True)
+                print(
+                    f"  negative control {dtype[8:]} (float64, {frames} frames): max diff {r['max_abs_diff']:.3g} "
+                    "(must be large)",
+                    flush=True,
+                )
                 continue
-            print(f"equivalence {frames} frames {args.check_latent}x{args.check_latent} latents, batch 2, {dtype}: "
-                  f"max|ours-official| = {r['max_abs_diff']:.3g} (max|out| {r['max_abs_out']:.3g}, "
-                  f"rel {r['max_abs_diff'] / r['max_abs_out']:.2g})", flush=True)
+            print(
+                f"equivalence {frames} frames {args.check_latent}x{args.check_latent} latents, batch 2, {dtype}: "
+                f"max|ours-official| = {r['max_abs_diff']:.3g} (max|out| {r['max_abs_out']:.3g}, "
+                f"rel {r['max_abs_diff'] / r['max_abs_out']:.2g})",
+                flush=True,
+            )
     return reports
 
 
@@ -349,8 +391,12 @@ def run(args: argparse.Namespace) -> dict:
     frames_list = [int(f) for f in args.frames.split(",")]
     report: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "processor": _cpu_model()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": _cpu_model(),
+        },
         "args": vars(args),
         "spec": spec,
         "runs": [],
@@ -358,8 +404,15 @@ def run(args: argparse.Namespace) -> dict:
     }
     if args.check and "official" in impls:
         report["equivalence"] = check_equivalence(args, spec, spec_path, workdir)
-    phases = {"ours": [p for p in OURS_PHASES if p in args.phases_ours.split(",")],
-              "official": [p for p in OFFICIAL_PHASES if p in args.phases_official.split(",")]}
+
+    def phases(impl: str, frames: int) -> list[str]:
+        if impl == "ours":
+            return [p for p in OURS_PHASES if p in args.phases_ours.split(",")]
+        chosen = [p for p in OFFICIAL_PHASES if p in args.phases_official.split(",")]
+        if frames > args.official_nogc_max_frames:  # its stored score matrices grow past this machine's memory
+            chosen = [p for p in chosen if p != "tune_full_nogc"]
+        return chosen
+
     t_start = time.time()
     for frames in frames_list:
         for r in range(args.rounds):
@@ -369,25 +422,28 @@ def run(args: argparse.Namespace) -> dict:
                 if impl == "official" and frames >= args.official_fewer_from:
                     repeats = args.official_repeats_large
                 out = workdir / f"time_{impl}_{frames}_{r}.json"
-                cmd = _child_cmd(impl, args, spec_path, frames, args.warmup, repeats, phases[impl], out)
+                cmd = _child_cmd(impl, args, spec_path, frames, args.warmup, repeats, phases(impl, frames), out)
                 t0 = time.time()
                 res = _run_child(cmd, out)
                 res["round"] = r
                 report["runs"].append(res)
                 summary = ", ".join(f"{k} {_median(v['times']):.3f}s" for k, v in res["phases"].items())
-                print(f"[{time.time() - t_start:6.0f}s] time {impl:8s} f={frames:<3d} round {r}: {summary} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
+                print(
+                    f"[{time.time() - t_start:6.0f}s] time {impl:8s} f={frames:<3d} round {r}: {summary} "
+                    f"({time.time() - t0:.0f}s)",
+                    flush=True,
+                )
         if args.memory_steps > 0:
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
             for impl in impls:
                 out = workdir / f"mem_{impl}_{frames}.json"
-                cmd = _child_cmd(impl, args, spec_path, frames, 0, args.memory_steps, phases[impl], out)
+                cmd = _child_cmd(impl, args, spec_path, frames, 0, args.memory_steps, phases(impl, frames), out)
                 res = _run_child(cmd, out, env=env)
                 report["memory"].append(res)
                 summary = ", ".join(f"{k} +{_mb(v['increase_kb']):.0f}MB" for k, v in res["phases"].items())
                 print(f"[{time.time() - t_start:6.0f}s] mem  {impl:8s} f={frames:<3d}: {summary}", flush=True)
     report["elapsed_s"] = time.time() - t_start
-    report["table"] = summarise(report, frames_list, impls)
+    report["summary"] = summarise(report)
     return report
 
 
@@ -401,85 +457,129 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def summarise(report: dict, frames_list: list[int], impls: list[str]) -> list[dict]:
-    """One row per (impl, tuning variant, frames): median step times, peak memory, ratios, scaling."""
-    times: dict = {}
+def summarise(report: dict) -> dict:
+    """``{impl: {phase: {frames: stats}}}``: median step time, its spread, and peak memory."""
+    out: dict = {}
     for res in report["runs"]:
         for phase, v in res["phases"].items():
-            times.setdefault((res["impl"], phase, res["frames"]), []).extend(v["times"])
-    mems = {(m["impl"], p, m["frames"]): v for m in report["memory"] for p, v in m["phases"].items()}
-    rows = []
-    ref_tune, ref_sample = "tune_full_gc", "sample"
-    for impl in impls:
-        variants = [p for p in (OURS_PHASES if impl == "ours" else OFFICIAL_PHASES) if p != "sample"]
-        for phase in variants:
-            if not any((impl, phase, f) in times or (impl, phase, f) in mems for f in frames_list):
-                continue
-            for f in frames_list:
-                row = {"impl": impl, "variant": phase, "label": PHASE_LABELS.get((impl, phase), phase), "frames": f}
-                row["tune_s"] = _median(times.get((impl, phase, f), []))
-                row["tune_n"] = len(times.get((impl, phase, f), []))
-                row["sample_s"] = _median(times.get((impl, "sample", f), []))
-                row["sample_n"] = len(times.get((impl, "sample", f), []))
-                m, ms = mems.get((impl, phase, f)), mems.get((impl, "sample", f))
-                row["tune_peak_mb"] = _mb(m["increase_kb"]) if m else float("nan")
-                row["tune_rss_mb"] = _mb(m["peak_kb"]) if m else float("nan")
-                row["sample_peak_mb"] = _mb(ms["increase_kb"]) if ms else float("nan")
-                row["sample_rss_mb"] = _mb(ms["peak_kb"]) if ms else float("nan")
-                if impl == "ours" and "official" in impls:
-                    ot = _median(times.get(("official", ref_tune, f), []))
-                    osm = _median(times.get(("official", ref_sample, f), []))
-                    om, oms = mems.get(("official", ref_tune, f)), mems.get(("official", ref_sample, f))
-                    ou = _median(times.get(("official", "tune_unet_gc", f), []))
-                    omu = mems.get(("official", "tune_unet_gc", f))
-                    row["tune_time_ratio"] = row["tune_s"] / ot
-                    row["tune_time_ratio_vs_unet_only"] = row["tune_s"] / ou
-                    row["sample_time_ratio"] = row["sample_s"] / osm
-                    row["tune_mem_ratio"] = row["tune_peak_mb"] / _mb(om["increase_kb"]) if m and om else float("nan")
-                    row["tune_mem_ratio_vs_unet_only"] = (
-                        row["tune_peak_mb"] / _mb(omu["increase_kb"]) if m and omu else float("nan")
-                    )
-                    row["sample_mem_ratio"] = (
-                        row["sample_peak_mb"] / _mb(oms["increase_kb"]) if ms and oms else float("nan")
-                    )
-                rows.append(row)
-    # per-frame scaling: cost(max frames) / cost(min frames); linear = max/min
-    lo, hi = min(frames_list), max(frames_list)
-    for row in rows:
-        if row["frames"] != hi or lo == hi:
+            st = out.setdefault(res["impl"], {}).setdefault(phase, {}).setdefault(str(res["frames"]), {"times": []})
+            st["times"].extend(v["times"])
+            for k in ("trainable_tensors", "trainable_tensors_without_grad"):
+                if k in v:
+                    st[k] = v[k]
+    for res in report["memory"]:
+        for phase, v in res["phases"].items():
+            st = out.setdefault(res["impl"], {}).setdefault(phase, {}).setdefault(str(res["frames"]), {"times": []})
+            st["peak_increase_mb"] = _mb(v["increase_kb"])
+            st["peak_rss_mb"] = _mb(v["peak_kb"])
+            st["base_rss_mb"] = _mb(v["base_kb"])
+    for phases in out.values():
+        for by_frames in phases.values():
+            for st in by_frames.values():
+                ts = st["times"]
+                st["median_s"] = _median(ts)
+                st["min_s"] = min(ts) if ts else float("nan")
+                st["max_s"] = max(ts) if ts else float("nan")
+                st["n"] = len(ts)
+    return out
+
+
+def _get(summary: dict, impl: str, phase: str, frames: int, key: str) -> float:
+    return summary.get(impl, {}).get(phase, {}).get(str(frames), {}).get(key, float("nan"))
+
+
+def _f(v: float, spec: str = ".2f") -> str:
+    return "–" if v != v else format(v, spec)  # NaN -> dash
+
+
+def format_tables(summary: dict, frames_list: list[int]) -> str:
+    """Markdown: tuning step, sampling step, scaling in frames."""
+    ref_tune = ("official", "tune_full_gc")
+    lines = [
+        "Tuning step (median s over n steps; peak = RSS high-water mark over the RSS before the phase)",
+        "",
+        "| impl, variant | frames | step s (n) [min–max] | peak +MB | time ours/official | mem ours/official "
+        "| time ours/official-unet-only | mem ours/official-unet-only |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    variants = [("ours", p) for p in OURS_PHASES if p != "sample"] + [
+        ("official", p) for p in OFFICIAL_PHASES if p != "sample"
+    ]
+    for impl, phase in variants:
+        if phase not in summary.get(impl, {}):
             continue
-        base = next(r for r in rows if r["impl"] == row["impl"] and r["variant"] == row["variant"] and r["frames"] == lo)
-        for key in ("tune_s", "sample_s", "tune_peak_mb", "sample_peak_mb"):
-            row[f"scaling_{key}"] = row[key] / base[key] if base[key] else float("nan")
-    return rows
-
-
-def format_table(rows: list[dict], frames_list: list[int]) -> str:
-    lo, hi = min(frames_list), max(frames_list)
-    head = ("| impl / tuning variant | frames | tune step s (median) | sampling step s (median) | tune peak +MB | "
-            "sampling peak +MB | tune time ours/off. | sampling time ours/off. | tune mem ours/off. | "
-            f"sampling mem ours/off. | scaling t({hi})/t({lo}) tune, sample (ideal {hi / lo:.1f}) |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
-
-    def fmt(v: float, spec: str = ".3f") -> str:
-        return "–" if v != v else format(v, spec)  # NaN -> dash
-
-    for r in rows:
-        scal = ""
-        if "scaling_tune_s" in r:
-            scal = f"{fmt(r['scaling_tune_s'], '.2f')}, {fmt(r['scaling_sample_s'], '.2f')}"
-        lines.append(
-            f"| {r['impl']}: {r['label']} | {r['frames']} | {fmt(r['tune_s'])} (n={r['tune_n']}) | "
-            f"{fmt(r['sample_s'])} (n={r['sample_n']}) | {fmt(r['tune_peak_mb'], '.0f')} | {fmt(r['sample_peak_mb'], '.0f')} | "
-            f"{fmt(r.get('tune_time_ratio', float('nan')), '.2f')} | {fmt(r.get('sample_time_ratio', float('nan')), '.2f')} | "
-            f"{fmt(r.get('tune_mem_ratio', float('nan')), '.2f')} | {fmt(r.get('sample_mem_ratio', float('nan')), '.2f')} | "
-            f"{scal} |"
-        )
+        for f in frames_list:
+            t = _get(summary, impl, phase, f, "median_s")
+            m = _get(summary, impl, phase, f, "peak_increase_mb")
+            n = _get(summary, impl, phase, f, "n")
+            if t != t and m != m:
+                continue
+            rng = f"[{_f(_get(summary, impl, phase, f, 'min_s'))}–{_f(_get(summary, impl, phase, f, 'max_s'))}]"
+            cells = [f"{PHASE_LABELS[(impl, phase)]}", str(f), f"{_f(t, '.3f')} ({n}) {rng}", _f(m, ".0f")]
+            if impl == "ours":
+                for ref in (ref_tune, ("official", "tune_unet_gc")):
+                    cells.append(_f(t / _get(summary, *ref, f, "median_s")))
+                    cells.append(_f(m / _get(summary, *ref, f, "peak_increase_mb")))
+            else:
+                cells += ["", "", "", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Sampling step (one CFG UNet call on 2 videos + DDIM update)",
+        "",
+        "| impl | frames | step s (n) [min–max] | peak +MB | time ours/official | mem ours/official |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl in ("ours", "official"):
+        for f in frames_list:
+            t = _get(summary, impl, "sample", f, "median_s")
+            m = _get(summary, impl, "sample", f, "peak_increase_mb")
+            if t != t and m != m:
+                continue
+            n = _get(summary, impl, "sample", f, "n")
+            rng = f"[{_f(_get(summary, impl, 'sample', f, 'min_s'))}–{_f(_get(summary, impl, 'sample', f, 'max_s'))}]"
+            cells = [impl, str(f), f"{_f(t, '.3f')} ({n}) {rng}", _f(m, ".0f")]
+            if impl == "ours":
+                cells += [
+                    _f(t / _get(summary, "official", "sample", f, "median_s")),
+                    _f(m / _get(summary, "official", "sample", f, "peak_increase_mb")),
+                ]
+            else:
+                cells += ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    lo = min(frames_list)
+    others = [f for f in frames_list if f != lo]
+    if others:
+        head = " | ".join(f"time {f}/{lo} (ideal {f / lo:g})" for f in others)
+        headm = " | ".join(f"mem {f}/{lo}" for f in others)
+        lines += [
+            "",
+            f"Scaling with frames (ratio to {lo} frames; linear = the frame ratio)",
+            "",
+            f"| impl, phase | {head} | {headm} |",
+            "|---|" + "---|" * (2 * len(others)),
+        ]
+        for impl, phase in [
+            ("ours", "sample"),
+            *[v for v in variants if v[0] == "ours"],
+            ("official", "sample"),
+            *[v for v in variants if v[0] == "official"],
+        ]:
+            if phase not in summary.get(impl, {}):
+                continue
+            t0 = _get(summary, impl, phase, lo, "median_s")
+            m0 = _get(summary, impl, phase, lo, "peak_increase_mb")
+            ts = [_f(_get(summary, impl, phase, f, "median_s") / t0) for f in others]
+            ms = [_f(_get(summary, impl, phase, f, "peak_increase_mb") / m0) for f in others]
+            label = PHASE_LABELS.get((impl, phase), f"{impl}, sampling")
+            lines.append(f"| {label} | " + " | ".join(ts + ms) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--channels", default="64,128,256,256", help="UNet block_out_channels (official: exactly 4 blocks)")
     p.add_argument("--latent", type=int, default=32, help="latent height = width (pixels = 8x with a 4-level VAE)")
     p.add_argument("--frames", default="4,8,16")
@@ -489,15 +589,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impl", default="ours,official", help="ours and/or official")
     p.add_argument("--phases-ours", default=",".join(OURS_PHASES))
     p.add_argument("--phases-official", default=",".join(OFFICIAL_PHASES))
-    p.add_argument("--official-fewer-from", type=int, default=1 << 30, help="frame count from which the official "
-                   "runs --official-repeats-large repeats instead of --repeats")
+    p.add_argument(
+        "--official-fewer-from",
+        type=int,
+        default=1 << 30,
+        help="frame count from which the official runs --official-repeats-large repeats instead of --repeats",
+    )
     p.add_argument("--official-repeats-large", type=int, default=3)
+    p.add_argument(
+        "--official-nogc-max-frames",
+        type=int,
+        default=8,
+        help="run the official without gradient "
+        "checkpointing only up to this many frames (it keeps every attention score matrix for backward)",
+    )
     p.add_argument("--memory-steps", type=int, default=2, help="steps per phase in the memory children (0: skip)")
     p.add_argument("--cross-dim", type=int, default=768)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--vae-channels", default="32,64,128,128", help="SD's VAE is 128,256,512,512")
     p.add_argument("--text-layers", type=int, default=4, help="CLIP-L has 12")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every child (0: torch's default). "
+        "1 by default: on a shared 2-core machine a 2-thread OpenMP team is several times slower and "
+        "far noisier whenever another process holds a core",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--official-python", default=DEFAULT_OFFICIAL_PY)
     p.add_argument("--official-src", default=DEFAULT_OFFICIAL_SRC, help="folder holding the official tuneavideo/")
@@ -513,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker == "ours":
         spec = json.loads(Path(args.spec).read_text())
         res = worker_ours(spec, int(args.frames), args.warmup, args.repeats, args.phases.split(","))
@@ -533,8 +655,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = run(args)
     frames_list = [int(f) for f in args.frames.split(",")]
+    report["tables_md"] = format_tables(report["summary"], frames_list)
     print()
-    print(format_table(report["table"], frames_list))
+    print(report["tables_md"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")

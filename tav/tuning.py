@@ -57,10 +57,14 @@ def trainable_names(unet: nn.Module, modules: Sequence[str]) -> list[str]:
 
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype, or None for plain fp32."""
+    """The autocast dtype, or None for plain fp32.
+
+    "auto" is fp32 on CPU and bf16 (else fp16) on CUDA; an explicit "bf16"/"fp16" is honoured on
+    any device (CPU autocast supports both), which is also how the mixed-precision path is tested.
+    """
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
-    if device.type == "cpu" or precision == "fp32":
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -116,3 +116,26 @@ def test_cancel_from_callback_stops(setup) -> None:
 def test_refuses_uninflated_pipeline() -> None:
     with pytest.raises(ValueError, match="inflate"):
         tune(tiny_pipeline(), torch.zeros(1, 4, 2, 8, 8), torch.zeros(1, 77, 32), TuneConfig(steps=1))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_path(setup, precision: str) -> None:
+    """What CUDA runs by default, here on CPU autocast: frozen weights in half precision (copies,
+    the input stays fp32), trained weights updated in fp32 masters, only they change."""
+    pipe, latents, emb = setup
+    half = torch.bfloat16 if precision == "bf16" else torch.float16
+    cfg = TuneConfig(steps=3, lr=1e-3, precision=precision, gradient_checkpointing=True)
+    result = tune(pipe, latents, emb, cfg)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    tuned = dict(result.pipeline.unet.named_parameters())
+    names = set(trainable_names(pipe.unet, cfg.trainable_modules))
+    assert {p.dtype for p in tuned.values()} == {half}  # ready to sample at the frozen weights' precision
+    assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}  # the input is untouched
+    base = dict(pipe.unet.named_parameters())
+    changed = {n for n in names if not torch.equal(tuned[n].float(), base[n].to(half).float())}
+    assert changed == names
+    frozen_same = all(torch.equal(tuned[n], base[n].to(half)) for n in base if n not in names)
+    assert frozen_same
+    with torch.no_grad(), torch.autocast("cpu", dtype=half):
+        out = result.pipeline.unet(latents, 10, emb)
+    assert torch.isfinite(out.float()).all()
