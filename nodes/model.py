@@ -6,6 +6,7 @@ import os
 from typing import Any, Optional
 
 import folder_paths
+import torch
 
 from tav.pipeline import Pipeline
 
@@ -99,12 +100,13 @@ class TAV_LoadCheckpoint:
         if path is None:
             raise ValueError(f"model {model!r} not found in models/checkpoints or models/diffusers")
         dev = device()
-        pipe = checkpoints.load_pipeline(
-            path,
-            device=dev,
-            dtype=load_dtype(precision, dev),
-            prediction_type=None if prediction_type == "auto" else prediction_type,
-        )
+        with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
+            pipe = checkpoints.load_pipeline(
+                path,
+                device=dev,
+                dtype=load_dtype(precision, dev),
+                prediction_type=None if prediction_type == "auto" else prediction_type,
+            )
         return (pipe,)
 
 
@@ -154,13 +156,14 @@ class TAV_FromComfyModels:
         sd = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
         sd = {k: v for k, v in sd.items() if hasattr(v, "is_floating_point")}
         dev = device()
-        pipe = checkpoints.pipeline_from_ldm_state_dict(
-            sd,
-            device=dev,
-            dtype=load_dtype(precision, dev),
-            prediction_type=prediction,
-            source=f"ComfyUI {type(model.model.model_config).__name__} model",
-        )
+        with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
+            pipe = checkpoints.pipeline_from_ldm_state_dict(
+                sd,
+                device=dev,
+                dtype=load_dtype(precision, dev),
+                prediction_type=prediction,
+                source=f"ComfyUI {type(model.model.model_config).__name__} model",
+            )
         del sd
         free_comfy_memory()
         return (pipe,)
@@ -300,4 +303,5 @@ class TAV_LoadTuned:
         path = folder_paths.get_full_path(TUNED_FOLDER, tuned_weights)
         if path is None:
             raise ValueError(f"tuned weights {tuned_weights!r} not found in models/{TUNED_FOLDER}")
-        return (weights.load_tuned(path, pipeline, check_base=check_base_model),)
+        with torch.inference_mode(False):
+            return (weights.load_tuned(path, pipeline, check_base=check_base_model),)
