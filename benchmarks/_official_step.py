@@ -93,6 +93,7 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
     for phase in phases:
         gc.collect()
         times: list[float] = []
+        cpu: list[float] = []
         info: dict = {}
         if phase == "sample":
             unet.eval()
@@ -121,7 +122,7 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
             with _procmem.PeakMeter() as mem, torch.no_grad():
                 for i in range(warmup + repeats):
                     t = scheduler.timesteps[i % len(scheduler.timesteps)]
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     latent_model_input = torch.cat([latents] * 2)
                     latent_model_input = scheduler.scale_model_input(latent_model_input, t)
                     noise_pred = unet(latent_model_input, t, encoder_hidden_states=text_embeddings).sample.to(
@@ -131,6 +132,7 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
                     noise_pred = noise_pred_uncond + 12.5 * (noise_pred_text - noise_pred_uncond)
                     latents = scheduler.step(noise_pred, t, latents).prev_sample
                     times.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
         elif phase in ("tune_full_gc", "tune_unet_gc", "tune_full_nogc"):
             full = phase != "tune_unet_gc"
             unet.requires_grad_(False)
@@ -160,7 +162,7 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
             no_grad_counts = []
             with _procmem.PeakMeter() as mem:
                 for _ in range(warmup + repeats):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     if full:
                         # Convert videos to latent space
                         video_length = pixel_values.shape[1]
@@ -189,6 +191,7 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
                     lr_scheduler.step()
                     optimizer.zero_grad()
                     times.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
             unet.eval()
             unet.disable_gradient_checkpointing()
             info = {
@@ -200,7 +203,13 @@ def run_phases(spec: dict, src: str, frames: int, warmup: int, repeats: int, pha
             unet.zero_grad(set_to_none=True)
         else:
             raise ValueError(f"unknown phase {phase!r} for the official code")
-        out["phases"][phase] = {"times": times[warmup:], "warmup_times": times[:warmup], **mem.as_dict(), **info}
+        out["phases"][phase] = {
+            "times": times[warmup:],
+            "warmup_times": times[:warmup],
+            "cpu_times": cpu[warmup:],
+            **mem.as_dict(),
+            **info,
+        }
     return out
 
 

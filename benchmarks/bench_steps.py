@@ -174,19 +174,21 @@ def _build_ours(spec: dict):  # noqa: ANN202
 
 
 class _StepClock:
-    """Callback that records the wall time between consecutive ``(step, total)`` calls."""
+    """Callback that records the wall and process CPU time between consecutive ``(step, total)`` calls."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self.last = time.perf_counter()
+        self.cpu_times: list[float] = []
+        self.start()
 
     def start(self) -> None:
-        self.last = time.perf_counter()
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     def __call__(self, step: int, total: int) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.times.append(now - self.last)
-        self.last = now
+        self.cpu_times.append(cpu - self.last_cpu)
+        self.last, self.last_cpu = now, cpu
 
 
 def worker_ours(spec: dict, frames: int, warmup: int, repeats: int, phases: list[str]) -> dict:
@@ -230,7 +232,12 @@ def worker_ours(spec: dict, frames: int, warmup: int, repeats: int, phases: list
             del result
         else:
             raise ValueError(f"unknown phase {phase!r} for ours")
-        out["phases"][phase] = {"times": clock.times[warmup:], "warmup_times": clock.times[:warmup], **mem.as_dict()}
+        out["phases"][phase] = {
+            "times": clock.times[warmup:],
+            "warmup_times": clock.times[:warmup],
+            "cpu_times": clock.cpu_times[warmup:],
+            **mem.as_dict(),
+        }
     return out
 
 
@@ -427,7 +434,10 @@ def run(args: argparse.Namespace) -> dict:
                 res = _run_child(cmd, out)
                 res["round"] = r
                 report["runs"].append(res)
-                summary = ", ".join(f"{k} {_median(v['times']):.3f}s" for k, v in res["phases"].items())
+                summary = ", ".join(
+                    f"{k} {_median(v['cpu_times']):.2f}s cpu/{_median(v['times']):.2f}s wall"
+                    for k, v in res["phases"].items()
+                )
                 print(
                     f"[{time.time() - t_start:6.0f}s] time {impl:8s} f={frames:<3d} round {r}: {summary} "
                     f"({time.time() - t0:.0f}s)",
@@ -462,14 +472,23 @@ def summarise(report: dict) -> dict:
     out: dict = {}
     for res in report["runs"]:
         for phase, v in res["phases"].items():
-            st = out.setdefault(res["impl"], {}).setdefault(phase, {}).setdefault(str(res["frames"]), {"times": []})
+            st = (
+                out.setdefault(res["impl"], {})
+                .setdefault(phase, {})
+                .setdefault(str(res["frames"]), {"times": [], "cpu_times": []})
+            )
             st["times"].extend(v["times"])
+            st["cpu_times"].extend(v.get("cpu_times", []))
             for k in ("trainable_tensors", "trainable_tensors_without_grad"):
                 if k in v:
                     st[k] = v[k]
     for res in report["memory"]:
         for phase, v in res["phases"].items():
-            st = out.setdefault(res["impl"], {}).setdefault(phase, {}).setdefault(str(res["frames"]), {"times": []})
+            st = (
+                out.setdefault(res["impl"], {})
+                .setdefault(phase, {})
+                .setdefault(str(res["frames"]), {"times": [], "cpu_times": []})
+            )
             st["peak_increase_mb"] = _mb(v["increase_kb"])
             st["peak_rss_mb"] = _mb(v["peak_kb"])
             st["base_rss_mb"] = _mb(v["base_kb"])
@@ -481,6 +500,7 @@ def summarise(report: dict) -> dict:
                 st["min_s"] = min(ts) if ts else float("nan")
                 st["max_s"] = max(ts) if ts else float("nan")
                 st["n"] = len(ts)
+                st["median_cpu_s"] = _median(st["cpu_times"])
     return out
 
 
@@ -492,15 +512,32 @@ def _f(v: float, spec: str = ".2f") -> str:
     return "–" if v != v else format(v, spec)  # NaN -> dash
 
 
+def _ratio(summary: dict, impl: str, phase: str, ref_phase: str, frames: int, key: str) -> float:
+    return _get(summary, impl, phase, frames, key) / _get(summary, "official", ref_phase, frames, key)
+
+
+def _time_cell(summary: dict, impl: str, phase: str, f: int) -> str:
+    g = lambda k: _get(summary, impl, phase, f, k)  # noqa: E731
+    return f"{_f(g('median_cpu_s'), '.2f')} | {_f(g('median_s'), '.2f')} [{_f(g('min_s'))}–{_f(g('max_s'))}] ({g('n')})"
+
+
+def _ratio_cell(summary: dict, phase: str, ref: str, f: int) -> str:
+    cpu = _ratio(summary, "ours", phase, ref, f, "median_cpu_s")
+    wall = _ratio(summary, "ours", phase, ref, f, "median_s")
+    mem = _ratio(summary, "ours", phase, ref, f, "peak_increase_mb")
+    return f"{_f(cpu)} ({_f(wall)}) | {_f(mem)}"
+
+
 def format_tables(summary: dict, frames_list: list[int]) -> str:
     """Markdown: tuning step, sampling step, scaling in frames."""
-    ref_tune = ("official", "tune_full_gc")
+    timing = "CPU s | wall s [min–max] (n)"
     lines = [
-        "Tuning step (median s over n steps; peak = RSS high-water mark over the RSS before the phase)",
+        "Tuning step: median process CPU time and wall time per step; peak = RSS high-water mark over the RSS "
+        "before the phase. Ratios ours/official: time on CPU time (wall in brackets), then memory.",
         "",
-        "| impl, variant | frames | step s (n) [min–max] | peak +MB | time ours/official | mem ours/official "
-        "| time ours/official-unet-only | mem ours/official-unet-only |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| impl, variant | frames | {timing} | peak +MB | ours/official as shipped: time | mem "
+        "| ours/official UNet-only: time | mem |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     variants = [("ours", p) for p in OURS_PHASES if p != "sample"] + [
         ("official", p) for p in OFFICIAL_PHASES if p != "sample"
@@ -509,67 +546,53 @@ def format_tables(summary: dict, frames_list: list[int]) -> str:
         if phase not in summary.get(impl, {}):
             continue
         for f in frames_list:
-            t = _get(summary, impl, phase, f, "median_s")
-            m = _get(summary, impl, phase, f, "peak_increase_mb")
-            n = _get(summary, impl, phase, f, "n")
-            if t != t and m != m:
+            if str(f) not in summary[impl][phase]:
                 continue
-            rng = f"[{_f(_get(summary, impl, phase, f, 'min_s'))}–{_f(_get(summary, impl, phase, f, 'max_s'))}]"
-            cells = [f"{PHASE_LABELS[(impl, phase)]}", str(f), f"{_f(t, '.3f')} ({n}) {rng}", _f(m, ".0f")]
+            m = _get(summary, impl, phase, f, "peak_increase_mb")
+            cells = [PHASE_LABELS[(impl, phase)], str(f), _time_cell(summary, impl, phase, f), _f(m, ".0f")]
             if impl == "ours":
-                for ref in (ref_tune, ("official", "tune_unet_gc")):
-                    cells.append(_f(t / _get(summary, *ref, f, "median_s")))
-                    cells.append(_f(m / _get(summary, *ref, f, "peak_increase_mb")))
+                cells += [
+                    _ratio_cell(summary, phase, "tune_full_gc", f),
+                    _ratio_cell(summary, phase, "tune_unet_gc", f),
+                ]
             else:
-                cells += ["", "", "", ""]
+                cells += [" | ", " | "]
             lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Sampling step (one CFG UNet call on 2 videos + DDIM update)",
+        "Sampling step: one CFG UNet call on 2 videos + the DDIM update.",
         "",
-        "| impl | frames | step s (n) [min–max] | peak +MB | time ours/official | mem ours/official |",
-        "|---|---|---|---|---|---|",
+        f"| impl | frames | {timing} | peak +MB | ours/official: time | mem |",
+        "|---|---|---|---|---|---|---|",
     ]
     for impl in ("ours", "official"):
         for f in frames_list:
-            t = _get(summary, impl, "sample", f, "median_s")
-            m = _get(summary, impl, "sample", f, "peak_increase_mb")
-            if t != t and m != m:
+            if str(f) not in summary.get(impl, {}).get("sample", {}):
                 continue
-            n = _get(summary, impl, "sample", f, "n")
-            rng = f"[{_f(_get(summary, impl, 'sample', f, 'min_s'))}–{_f(_get(summary, impl, 'sample', f, 'max_s'))}]"
-            cells = [impl, str(f), f"{_f(t, '.3f')} ({n}) {rng}", _f(m, ".0f")]
-            if impl == "ours":
-                cells += [
-                    _f(t / _get(summary, "official", "sample", f, "median_s")),
-                    _f(m / _get(summary, "official", "sample", f, "peak_increase_mb")),
-                ]
-            else:
-                cells += ["", ""]
+            m = _get(summary, impl, "sample", f, "peak_increase_mb")
+            cells = [impl, str(f), _time_cell(summary, impl, "sample", f), _f(m, ".0f")]
+            cells.append(_ratio_cell(summary, "sample", "sample", f) if impl == "ours" else " | ")
             lines.append("| " + " | ".join(cells) + " |")
     lo = min(frames_list)
     others = [f for f in frames_list if f != lo]
     if others:
-        head = " | ".join(f"time {f}/{lo} (ideal {f / lo:g})" for f in others)
+        head = " | ".join(f"CPU time {f}/{lo} (ideal {f / lo:g})" for f in others)
         headm = " | ".join(f"mem {f}/{lo}" for f in others)
         lines += [
             "",
-            f"Scaling with frames (ratio to {lo} frames; linear = the frame ratio)",
+            f"Scaling with frames: cost at N frames over cost at {lo} (linear = N/{lo}).",
             "",
             f"| impl, phase | {head} | {headm} |",
             "|---|" + "---|" * (2 * len(others)),
         ]
-        for impl, phase in [
-            ("ours", "sample"),
-            *[v for v in variants if v[0] == "ours"],
-            ("official", "sample"),
-            *[v for v in variants if v[0] == "official"],
-        ]:
+        order = [("ours", "sample"), *[v for v in variants if v[0] == "ours"]]
+        order += [("official", "sample"), *[v for v in variants if v[0] == "official"]]
+        for impl, phase in order:
             if phase not in summary.get(impl, {}):
                 continue
-            t0 = _get(summary, impl, phase, lo, "median_s")
+            t0 = _get(summary, impl, phase, lo, "median_cpu_s")
             m0 = _get(summary, impl, phase, lo, "peak_increase_mb")
-            ts = [_f(_get(summary, impl, phase, f, "median_s") / t0) for f in others]
+            ts = [_f(_get(summary, impl, phase, f, "median_cpu_s") / t0) for f in others]
             ms = [_f(_get(summary, impl, phase, f, "peak_increase_mb") / m0) for f in others]
             label = PHASE_LABELS.get((impl, phase), f"{impl}, sampling")
             lines.append(f"| {label} | " + " | ".join(ts + ms) + " |")
