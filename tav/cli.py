@@ -67,7 +67,8 @@ def _read_clip(args: argparse.Namespace):  # noqa: ANN202 - VideoClip
 def _tune_config(args: argparse.Namespace) -> TuneConfig:
     return TuneConfig(
         steps=args.steps, lr=args.lr, seed=args.seed, trainable_modules=tuple(args.trainable),
-        precision=args.precision, gradient_checkpointing=not args.no_gradient_checkpointing,
+        precision=args.precision,
+        gradient_checkpointing={"auto": None, "on": True, "off": False}[args.gradient_checkpointing],
     )
 
 
@@ -95,7 +96,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=33)
     p.add_argument("--trainable", nargs="+", default=list(DEFAULT_TRAINABLE), help="module-name suffixes to train")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    p.add_argument("--no-gradient-checkpointing", action="store_true")
+    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
+                   help="auto: on for CUDA, off on CPU (where it only costs time)")
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:

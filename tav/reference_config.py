@@ -53,7 +53,7 @@ def edit_config(cfg: dict[str, Any]) -> EditConfig:
             max_grad_norm=float(cfg.get("max_grad_norm", 1.0)),
             seed=int(cfg.get("seed", 33)),
             trainable_modules=tuple(cfg.get("trainable_modules", TuneConfig().trainable_modules)),
-            gradient_checkpointing=bool(cfg.get("gradient_checkpointing", True)),
+            gradient_checkpointing=bool(cfg.get("gradient_checkpointing", True)),  # the configs: True
         ),
         inversion_steps=int(val.get("num_inv_steps", 50)),
         use_inversion=bool(val.get("use_inv_latent", True)),

@@ -36,7 +36,9 @@ class TuneConfig:
     trainable_modules: Sequence[str] = DEFAULT_TRAINABLE
     #: "auto" = fp32 on CPU, bf16 (else fp16) autocast with fp32 trainable weights on CUDA
     precision: str = "auto"
-    gradient_checkpointing: bool = True
+    #: None = auto: on for CUDA (memory is what limits frames there), off on CPU, where it costs
+    #: 22-46% step time (benchmarks/RESULTS.md) and memory is plentiful
+    gradient_checkpointing: Optional[bool] = None
 
 
 @dataclasses.dataclass
@@ -120,6 +122,9 @@ def _tune(
     unet = share_weights_copy(pipe.unet, [params[n] for n in names], copy_inference=True)
     device = next(unet.parameters()).device
     amp = resolve_precision(config.precision, device)
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = device.type == "cuda"
     unet.requires_grad_(False)
     trainable = [p for n, p in unet.named_parameters() if n in set(names)]
     if amp is not None:  # frozen weights in half precision, trained ones in fp32 master copies
@@ -128,7 +133,7 @@ def _tune(
             p.data = p.data.float()
     for p in trainable:
         p.requires_grad_(True)
-    if config.gradient_checkpointing:
+    if checkpointing:
         unet.unet.enable_gradient_checkpointing()
     unet.train()
 
@@ -160,7 +165,7 @@ def _tune(
             losses.append(loss.item())
             report(callback, step + 1, config.steps)
     finally:
-        if config.gradient_checkpointing:
+        if checkpointing:
             unet.unet.disable_gradient_checkpointing()
         unet.eval().requires_grad_(False)
     if amp is not None:  # sample with the trained weights at the frozen weights' precision

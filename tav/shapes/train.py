@@ -258,12 +258,20 @@ def train_unet(
     batch: int,
     steps: int,
     lr: float,
+    init: Optional[dict] = None,
+    warmup: int = 200,
 ):
-    """Joint text-encoder + UNet training with v-prediction; returns EMA copies of both."""
+    """Joint text-encoder + UNet training with v-prediction; returns EMA copies of both.
+
+    ``init`` (``{"unet": state, "te": state}``) continues from earlier weights (phase 2).
+    """
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)
     unet, te = make_unet(), make_text_encoder()
+    if init is not None:
+        unet.load_state_dict(init["unet"])
+        te.load_state_dict(init["te"])
     ema_unet, ema_te = make_unet(), make_text_encoder()
     ema_unet.load_state_dict(unet.state_dict())
     ema_te.load_state_dict(te.state_dict())
@@ -279,7 +287,7 @@ def train_unet(
     g = torch.Generator().manual_seed(seed + 2)
     t0, losses = time.time(), []
     for step in range(steps):
-        warm = min(1.0, (step + 1) / 200)
+        warm = min(1.0, (step + 1) / warmup)
         decay = 1.0 if step < 0.8 * steps else max(0.05, (steps - step) / (0.2 * steps))
         for grp in opt.param_groups:
             grp["lr"] = lr * warm * decay
@@ -465,10 +473,12 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--unet-steps2", type=int, default=0, help="phase 2: more steps from phase 1's EMA weights")
+    ap.add_argument("--lr2", type=float, default=3e-4)
     ap.add_argument("--eval-samples", type=int, default=120)
     ap.add_argument("--eval-steps", type=int, default=30, help="DDIM steps of the T2I check")
     ap.add_argument("--guidance", type=float, default=5.0, help="CFG scale of the T2I check")
-    ap.add_argument("--stage", choices=("all", "vae", "unet", "eval"), default="all")
+    ap.add_argument("--stage", choices=("all", "vae", "unet", "unet2", "eval"), default="all")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -524,7 +534,7 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     tok = load_tokenizer(tok_dir)
 
     ckpt = args.work / "unet_te.pt"
-    if args.stage in ("all", "unet") or not ckpt.exists():
+    if args.stage in ("all", "unet") or not ckpt.exists():  # phase 1
         t0 = time.time()
         unet, te = train_unet(
             means, stds, caps, tok, scale, seed=args.seed, batch=args.unet_batch, steps=args.unet_steps, lr=args.lr
@@ -538,6 +548,23 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
         unet.load_state_dict(state["unet"])
         te.load_state_dict(state["te"])
         meta["unet"] = json.loads((args.work / "unet.json").read_text())
+    if args.unet_steps2 > 0:  # phase 2: continue from the EMA weights at a lower learning rate
+        ckpt2 = args.work / "unet_te_2.pt"
+        if args.stage in ("all", "unet", "unet2") or not ckpt2.exists():
+            t0 = time.time()
+            init = {"unet": unet.state_dict(), "te": te.state_dict()}
+            unet, te = train_unet(
+                means, stds, caps, tok, scale, seed=args.seed + 100, batch=args.unet_batch,
+                steps=args.unet_steps2, lr=args.lr2, init=init, warmup=50,
+            )  # fmt: skip
+            torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, ckpt2)
+            meta["unet2"] = {"steps": args.unet_steps2, "lr": args.lr2, "seconds": time.time() - t0}
+            (args.work / "unet2.json").write_text(json.dumps(meta["unet2"]))
+        else:
+            state = torch.load(ckpt2, weights_only=True)
+            unet.load_state_dict(state["unet"])
+            te.load_state_dict(state["te"])
+            meta["unet2"] = json.loads((args.work / "unet2.json").read_text())
     unet.eval()
     te.eval()
     meta["train_wall_seconds_this_run"] = time.time() - t_start
