@@ -8,6 +8,7 @@ objects (binding colour to the right shape), occlusion, fast and non-linear moti
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from .world import COLOURS, SHAPES, Clip, Track, caption_for
 
@@ -113,3 +114,25 @@ def get_clip(name: str) -> Clip:
         if c.name == name:
             return c
     raise KeyError(f"no clip {name!r}; known: {', '.join(c.name for c in EVAL_CLIPS)}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m tav.shapes.clips OUT.mp4 [--clip NAME]``: write a bundled clip as a video file,
+    e.g. into ComfyUI's input folder for the shapes workflow."""
+    import argparse
+
+    import torch
+
+    from ..video_io import write_video
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split(",")[0])
+    ap.add_argument("out", help="output .mp4/.gif/.webp")
+    ap.add_argument("--clip", default="red_circle_right", choices=[c.name for c in EVAL_CLIPS])
+    ap.add_argument("--fps", type=float, default=8.0)
+    args = ap.parse_args(argv)
+    clip = get_clip(args.clip)
+    print(write_video(args.out, torch.from_numpy(clip.frames()), args.fps), f"({clip.caption!r})")
+
+
+if __name__ == "__main__":
+    main()
