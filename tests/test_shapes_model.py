@@ -16,7 +16,6 @@ from tav.shapes import analyzer as A
 from tav.shapes.clips import get_clip
 from tav.shapes.demo import MODEL_DIR
 
-pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="shapes model not trained yet")
 ROOT = Path(__file__).resolve().parent.parent
 
 
