@@ -472,7 +472,7 @@ def main(argv: Optional[list[str]] = None, progress: Optional[Callable[[str], No
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=1e-3)
-X
+    ap.add_argument("--unet-steps2", type=int, default=700, help="phase 2: more steps from phase 1's EMA weights")
     ap.add_argument("--lr2", type=float, default=3e-4)
     ap.add_argument("--eval-samples", type=int, default=120)
     ap.add_argument("--eval-steps", type=int, default=30, help="DDIM steps of the T2I check")
