@@ -40,23 +40,16 @@ from pathlib import Path
 
 import _procmem
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tav.checkpoints import sd_scheduler_config  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OFFICIAL_PY = "/tmp/venv_official/bin/python"
 DEFAULT_OFFICIAL_SRC = "/tmp/tav_official"
 PROMPT = "a man is skiing"
 
-SCHEDULER = {
-    "_class_name": "DDIMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+SCHEDULER = {"_class_name": "DDIMScheduler", **sd_scheduler_config()}
 
 OURS_PHASES = ("sample", "tune_gc", "tune_nogc")
 OFFICIAL_PHASES = ("sample", "tune_full_gc", "tune_unet_gc", "tune_full_nogc")

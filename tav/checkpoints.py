@@ -255,10 +255,14 @@ def _tokenizer(sd2: bool, folder: Optional[Path] = None) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(ASSETS / "clip_tokenizer"), local_files_only=True, **extra)
 
 
+def sd_scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """Stable Diffusion's training noise schedule (the shipped ``scheduler_sd.json``)."""
+    return {**json.loads((ASSETS / "scheduler_sd.json").read_text()), "prediction_type": prediction_type}
+
+
 def _scheduler_config(found: Mapping[str, Any], default_prediction: str, override: Optional[str]) -> dict:
     """The shipped SD training-schedule defaults, updated by what the checkpoint says (private keys dropped)."""
-    cfg = json.loads((ASSETS / "scheduler_sd.json").read_text())
-    cfg["prediction_type"] = default_prediction
+    cfg = sd_scheduler_config(default_prediction)
     cfg.update({k: v for k, v in found.items() if not k.startswith("_")})
     if override is not None:
         cfg["prediction_type"] = override

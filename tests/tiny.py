@@ -8,22 +8,13 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from tav.checkpoints import sd_scheduler_config
 from tav.pipeline import Pipeline
 from tav.weights import fingerprint
 
 ASSETS = Path(__file__).resolve().parents[1] / "tav" / "assets"
 
-SCHEDULER = {
-    "_class_name": "DDIMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+SCHEDULER = {"_class_name": "DDIMScheduler", **sd_scheduler_config()}
 
 
 def tiny_unet(

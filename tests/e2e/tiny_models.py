@@ -9,20 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tav.checkpoints import sd_scheduler_config
+
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = REPO / "tav" / "assets" / "clip_tokenizer"
 
-SCHEDULER = {
-    "_class_name": "DDIMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+SCHEDULER = {"_class_name": "DDIMScheduler", **sd_scheduler_config()}
 
 
 def make_tiny_diffusers(out: Path, seed: int = 0) -> Path:
