@@ -380,7 +380,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         raise SystemExit(f"no clips selected; known: {', '.join(c.name for c in EVAL_CLIPS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        shards = sorted(args.out.glob("shard_*"))
+        shards = sorted(d for d in args.out.glob("shard_*") if d.is_dir())
         rows, cases, seconds = [], [], 0.0
         for d in shards:
             rows += json.loads((d / "rows.json").read_text())
