@@ -68,3 +68,17 @@ def test_workflows_listed_in_template_browser(client: ComfyClient) -> None:
     assert sorted(p.stem for p in API_DIR.glob("*.json")) == ui  # every UI workflow has an API twin
     status, body = client.request("GET", f"/api/workflow_templates/{PACK_LINK}/{ui[0]}.json")
     assert status == 200 and body["version"] == 0.4
+
+
+def test_ui_workflows_in_sync_with_api_twins() -> None:
+    """The drag-and-drop files are generated from the API twins and the live node definitions."""
+    import subprocess
+    import sys
+
+    from comfy_host import REPO
+
+    res = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_workflows.py"), "--check"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
