@@ -32,14 +32,43 @@ from .clips import EVAL_CLIPS, Edit, edits_for
 from .world import Clip
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
-VARIANTS = ("tav", "no_sparse_causal", "no_inversion", "no_tuning", "per_frame")
-LABELS = {
-    "tav": "Tune-A-Video (full)",
-    "no_sparse_causal": "w/o sparse-causal attn",
-    "no_inversion": "w/o DDIM inversion",
-    "no_tuning": "w/o tuning",
-    "per_frame": "per-frame editing (2-D)",
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """How one variant edits: which model (2-D, or inflated with ``attention``/``norm``), tuned, inverted."""
+
+    label: str
+    inflated: bool = True
+    attention: str = "sparse_causal"
+    norm: str = "video"
+    tuned: bool = True
+    inverted: bool = True
+
+    @property
+    def model_key(self) -> tuple:
+        """Variants with equal keys edit with the same model (and the same inversion)."""
+        return (self.attention, self.norm, self.tuned) if self.inflated else ("2d",)
+
+
+#: the paper's comparison (Sec. 5.3, Fig. 8, Tab. 1)
+PAPER = {
+    "tav": Variant("Tune-A-Video (full)"),
+    "no_sparse_causal": Variant("w/o sparse-causal attn", attention="frame"),
+    "no_inversion": Variant("w/o DDIM inversion", inverted=False),
+    "no_tuning": Variant("w/o tuning", tuned=False),
+    "per_frame": Variant("per-frame editing (2-D)", inflated=False, tuned=False),
 }
+#: diagnostics: each changes one thing of a paper variant, to say why a claim does (not) hold
+DIAGNOSTIC = {
+    "no_tuning_frame_attn": Variant("untuned, per-frame attn", attention="frame", tuned=False),
+    "no_tuning_frame_norm": Variant("untuned, per-frame GroupNorm", norm="frame", tuned=False),
+    "no_tuning_no_inversion": Variant("untuned, from noise", tuned=False, inverted=False),
+    "tav_frame_norm": Variant("TAV, per-frame GroupNorm", norm="frame"),
+}
+ALL = {**PAPER, **DIAGNOSTIC}
+VARIANTS = tuple(PAPER)
+LABELS = {k: v.label for k, v in ALL.items()}
 METRICS = ("textual", "motion_px", "consistency", "change_ratio", "size_spread")
 
 
@@ -62,19 +91,21 @@ def load_toy(model_dir: Path | str = MODEL_DIR):
     return load_pipeline(model_dir)
 
 
-def _to_frames(latents: torch.Tensor, pipe) -> torch.Tensor:
-    return pipe.decode_latents(latents)
-
-
 def edit_clip(
     pipe2d,
     clip: Clip,
     edits: Sequence[Edit],
     cfg: EvalConfig,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str | Variant] = VARIANTS,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """All variants' edited videos for one clip: ``{variant: {edit prompt: frames [F,H,W,3]}}``."""
+    """All variants' edited videos for one clip: ``{variant: {edit prompt: frames [F,H,W,3]}}``.
+
+    ``variants``: names from :data:`ALL`, or :class:`Variant` specs (keyed by their label).
+
+    Variants that share a model share it: each (attention, norm, tuned) model is built, tuned and
+    inverted once per clip, so the comparison runs on identical models, latents and seeds.
+    """
     from ..ddim import invert, sample
     from ..inflation import inflate
     from ..tuning import TuneConfig, tune
@@ -84,16 +115,42 @@ def edit_clip(
     src_emb = pipe2d.encode_prompt(clip.caption)
     embs = {e.prompt: pipe2d.encode_prompt(e.prompt) for e in edits}
     tcfg = TuneConfig(steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.tune_seed, gradient_checkpointing=False)
-    out: dict[str, dict[str, torch.Tensor]] = {}
+    models: dict[tuple, Any] = {}
+    inversions: dict[tuple, torch.Tensor] = {}
 
-    def run(name: str, pipe, start: Optional[torch.Tensor]) -> None:
+    def build(v: Variant):
+        key = v.model_key
+        if key not in models:
+            if not v.inflated:
+                models[key] = pipe2d
+            elif v.tuned:
+                t0 = time.time()
+                models[key] = tune(build(dataclasses.replace(v, tuned=False)), lat, src_emb, tcfg).pipeline
+                log(f"  {clip.name} tuned ({v.attention} attention, {v.norm} norm) in {time.time() - t0:.0f}s")
+            else:
+                models[key] = inflate(
+                    pipe2d, attention=v.attention, norm=v.norm, zero_temporal_bias=True, seed=cfg.seed
+                )
+        return models[key]
+
+    def start(v: Variant) -> Optional[torch.Tensor]:
+        key = v.model_key
+        if v.inverted and key not in inversions:
+            inversions[key] = invert(build(v), lat, steps=cfg.steps)
+        return inversions[key] if v.inverted else None
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for item in variants:
         t0 = time.time()
+        spec = item if isinstance(item, Variant) else ALL[item]
+        name = item.label if isinstance(item, Variant) else item
+        pipe, z0 = build(spec), start(spec)
         res = {}
         for p, emb in embs.items():
             z = sample(
                 pipe,
                 emb,
-                latents=start,
+                latents=z0,
                 frames=clip.n_frames,
                 height=frames.shape[1],
                 width=frames.shape[2],
@@ -101,32 +158,10 @@ def edit_clip(
                 guidance_scale=cfg.guidance,
                 seed=cfg.seed,
             )
-            res[p] = _to_frames(z, pipe)
+            res[p] = pipe.decode_latents(z)
         out[name] = res
-        log(f"  {clip.name} {name}: {len(res)} edits sampled in {time.time() - t0:.0f}s")
-
-    need_sc = {"tav", "no_inversion", "no_tuning"} & set(variants)
-    if need_sc:
-        video = inflate(pipe2d, attention="sparse_causal", zero_temporal_bias=True, seed=cfg.seed)
-        if "no_tuning" in variants:
-            run("no_tuning", video, invert(video, lat, steps=cfg.steps))
-        if {"tav", "no_inversion"} & set(variants):
-            t0 = time.time()
-            tuned = tune(video, lat, src_emb, tcfg).pipeline
-            log(f"  {clip.name} tuned (sparse-causal) in {time.time() - t0:.0f}s")
-            if "tav" in variants:
-                run("tav", tuned, invert(tuned, lat, steps=cfg.steps))
-            if "no_inversion" in variants:
-                run("no_inversion", tuned, None)
-    if "no_sparse_causal" in variants:
-        video = inflate(pipe2d, attention="frame", zero_temporal_bias=True, seed=cfg.seed)
-        t0 = time.time()
-        tuned = tune(video, lat, src_emb, tcfg).pipeline
-        log(f"  {clip.name} tuned (per-frame attention) in {time.time() - t0:.0f}s")
-        run("no_sparse_causal", tuned, invert(tuned, lat, steps=cfg.steps))
-    if "per_frame" in variants:
-        run("per_frame", pipe2d, invert(pipe2d, lat, steps=cfg.steps))
-    return {v: out[v] for v in variants if v in out}
+        log(f"  {clip.name} {name}: {len(res)} edits in {time.time() - t0:.0f}s")
+    return out
 
 
 # ------------------------------------------------------------------------------------ report
@@ -203,6 +238,15 @@ def claims(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+#: diagnostic comparisons reported when both variants ran: (question, variant, baseline)
+COMPARISONS = (
+    ("what GroupNorm over all frames alone does to the 2-D model", "no_tuning_frame_attn", "per_frame"),
+    ("what sparse-causal attention alone does to the 2-D model", "no_tuning_frame_norm", "per_frame"),
+    ("what tuning adds when inversion does not carry the motion", "no_inversion", "no_tuning_no_inversion"),
+    ("full TAV with per-frame GroupNorm", "tav_frame_norm", "tav"),
+)
+
+
 def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str], cfg: EvalConfig, meta: dict) -> str:
     s = summarize(rows, variants)
     lines = [
@@ -260,9 +304,23 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
             for g in groups.values()
         ]
         lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + " |")
-    lines += ["", "## The paper's claims, checked", ""]
-    for text, held, numbers in claims(rows):
-        lines.append(f"- **{'holds' if held else 'does not hold'}**: {text} — {numbers}.")
+    if set(PAPER) <= set(variants):
+        lines += ["", "## The paper's claims, checked", ""]
+        for text, held, numbers in claims(rows):
+            lines.append(f"- **{'holds' if held else 'does not hold'}**: {text} — {numbers}.")
+    pairs = [(q, a, b) for q, a, b in COMPARISONS if {a, b} <= set(variants)]
+    if pairs:
+        lines += [
+            "",
+            "## Diagnostics: one change at a time",
+            "",
+            "| question | variant | textual | motion px | agreement | change ratio | size spread |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for q, a, b in pairs:
+            for i, v in enumerate((a, b)):
+                nums = " | ".join(f"{mean(rows, v, m):.2f}" for m in METRICS)
+                lines.append(f"| {q if i == 0 else ''} | {LABELS[v]} | {nums} |")
     lines += [""]
     text = "\n".join(lines)
     path.write_text(text + "\n")
@@ -361,7 +419,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
     ap.add_argument("--out", type=Path, default=Path("outputs/shapes_eval"))
     ap.add_argument("--clips", nargs="*", default=None, help="clip names (default: all bundled clips)")
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument(
+        "--variants", nargs="*", default=list(VARIANTS), choices=list(ALL), help="default: the paper's five"
+    )
     ap.add_argument("--tune-steps", type=int, default=EvalConfig.tune_steps)
     ap.add_argument("--tune-lr", type=float, default=EvalConfig.tune_lr)
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
