@@ -380,13 +380,19 @@ def check_equivalence(args: argparse.Namespace, spec: dict, spec_path: Path, wor
     return reports
 
 
-def run(args: argparse.Namespace) -> dict:
+def prepare(args: argparse.Namespace) -> tuple[Path, dict, Path]:
+    """Work folder, model spec and its JSON path; the random UNet both implementations load is saved there."""
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tav_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
     spec = make_spec(args, workdir)
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     save_unet(spec)
+    return workdir, spec, spec_path
+
+
+def run(args: argparse.Namespace) -> dict:
+    workdir, spec, spec_path = prepare(args)
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     frames_list = [int(f) for f in args.frames.split(",")]
     report: dict = {
@@ -658,12 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.only_check:
-        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tav_bench_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        spec = make_spec(args, workdir)
-        spec_path = workdir / "spec.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
-        save_unet(spec)
+        workdir, spec, spec_path = prepare(args)
         reps = check_equivalence(args, spec, spec_path, workdir)
         if args.json:
             Path(args.json).write_text(json.dumps({"equivalence": reps}, indent=2))

@@ -27,6 +27,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..tuning import DEFAULT_TRAINABLE
 from . import analyzer
 from .clips import EVAL_CLIPS, Edit, edits_for
 from .world import Clip
@@ -82,6 +83,7 @@ class EvalConfig:
     guidance: float = 5.0
     seed: int = 0
     tune_seed: int = 33
+    trainable: tuple[str, ...] = DEFAULT_TRAINABLE
 
 
 def load_toy(model_dir: Path | str = MODEL_DIR):
@@ -114,7 +116,13 @@ def edit_clip(
     lat = pipe2d.encode_video(frames)
     src_emb = pipe2d.encode_prompt(clip.caption)
     embs = {e.prompt: pipe2d.encode_prompt(e.prompt) for e in edits}
-    tcfg = TuneConfig(steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.tune_seed, gradient_checkpointing=False)
+    tcfg = TuneConfig(
+        steps=cfg.tune_steps,
+        lr=cfg.tune_lr,
+        seed=cfg.tune_seed,
+        trainable_modules=cfg.trainable,
+        gradient_checkpointing=False,
+    )
     models: dict[tuple, Any] = {}
     inversions: dict[tuple, torch.Tensor] = {}
 
@@ -254,7 +262,7 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
         "",
         f"{meta['clips']} clips x their edits = {meta['videos']} edited videos per variant; "
         f"tuning {cfg.tune_steps} steps at lr {cfg.tune_lr:g}, DDIM {cfg.steps} steps, guidance {cfg.guidance:g}, "
-        f"seed {cfg.seed}; {meta['seconds']:.0f} s on {meta['threads']} CPU threads.",
+        f"seed {cfg.seed}; trainable {', '.join(cfg.trainable)}; {meta['seconds']:.0f} s on {meta['threads']} CPU threads.",
         "",
         "Metrics (analyzer-judged, mean ± std over videos): **textual** = fraction of frames showing exactly the "
         "edited prompt's colours, shapes and background (higher is better); **motion px** = mean distance between "
@@ -284,6 +292,14 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
         lines.append(
             f"| {LABELS[v]} | "
             + " | ".join(f"{mean(rows, v, 'textual', lambda r, k=k: r['kind'] == k):.2f}" for k in kinds)
+            + " |"
+        )
+    lines += ["", "Motion px by edit kind (does the edit keep the source's positions?):", ""]
+    lines += ["| variant | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    for v in variants:
+        lines.append(
+            f"| {LABELS[v]} | "
+            + " | ".join(f"{mean(rows, v, 'motion_px', lambda r, k=k: r['kind'] == k):.1f}" for k in kinds)
             + " |"
         )
     groups = {
@@ -427,6 +443,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
     ap.add_argument("--guidance", type=float, default=EvalConfig.guidance)
     ap.add_argument("--seed", type=int, default=EvalConfig.seed)
+    ap.add_argument("--trainable", nargs="+", default=list(DEFAULT_TRAINABLE), help="module-name suffixes to tune")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared machine")
     ap.add_argument("--gifs", type=int, default=4, help="how many cases get a side-by-side GIF")
     ap.add_argument("--shard", default=None, help="K/N: run every N-th clip from K into OUT/shard_K (parallel runs)")
@@ -434,7 +451,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = EvalConfig(args.tune_steps, args.tune_lr, args.steps, args.guidance, args.seed)
+    cfg = EvalConfig(
+        args.tune_steps, args.tune_lr, args.steps, args.guidance, args.seed, trainable=tuple(args.trainable)
+    )
     clips = [c for c in EVAL_CLIPS if args.clips is None or c.name in args.clips]
     if not clips:
         raise SystemExit(f"no clips selected; known: {', '.join(c.name for c in EVAL_CLIPS)}")
