@@ -156,3 +156,17 @@ def test_equal_models_give_equal_edits(pipe):
     assert (a - b).abs().max() < 1e-4
     sc = E.edit_clip(pipe, clip, edits_for(clip)[:1], E.EvalConfig(steps=3), ["no_tuning"], log=lambda s: None)
     assert (next(iter(sc["no_tuning"].values())) - a).abs().max() > 1e-3  # sparse-causal does change the result
+
+
+def test_shards_split_by_variant_merge_into_one_report(tmp_path, pipe):
+    from tav.shapes import evaluate as E
+
+    common = ["--clips", "blue_triangle_left", "--steps", "3", "--gifs", "0"]
+    E.main(common + ["--out", str(tmp_path / "a"), "--shard", "0/1", "--variants", "per_frame"])
+    E.main(common + ["--out", str(tmp_path / "b"), "--shard", "0/1", "--variants", "no_tuning"])
+    (tmp_path / "b" / "shard_0").rename(tmp_path / "a" / "shard_extra")
+    res = E.main(common + ["--out", str(tmp_path / "a"), "--merge", "--variants", "per_frame", "no_tuning"])
+    assert {r["variant"] for r in res["rows"]} == {"per_frame", "no_tuning"}
+    assert len(res["rows"]) == 2 * res["meta"]["videos"]
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| per-frame editing (2-D) |" in report and "| w/o tuning |" in report

@@ -69,6 +69,7 @@ DIAGNOSTIC = {
     "no_tuning_frame_attn": Variant("untuned, per-frame attn", attention="frame", tuned=False),
     "no_tuning_frame_norm": Variant("untuned, per-frame GroupNorm", norm="frame", tuned=False),
     "no_tuning_no_inversion": Variant("untuned, from noise", tuned=False, inverted=False),
+    "tav_frame_norm": Variant("TAV, per-frame GroupNorm", norm="frame"),
 }
 ALL = {**PAPER, **DIAGNOSTIC}
 VARIANTS = tuple(PAPER)
@@ -254,6 +255,7 @@ COMPARISONS = (
     ("what GroupNorm over all frames alone does to the 2-D model", "no_tuning_frame_attn", "per_frame"),
     ("what sparse-causal attention alone does to the 2-D model", "no_tuning_frame_norm", "per_frame"),
     ("what tuning adds when inversion does not carry the motion", "no_inversion", "no_tuning_no_inversion"),
+    ("full TAV with per-frame GroupNorm (`inflate(norm='frame')`) vs per-frame editing", "tav_frame_norm", "per_frame"),
 )
 
 
@@ -385,12 +387,17 @@ def _save_cases(path: Path, cases: list) -> None:
     np.savez_compressed(path, titles=np.asarray(titles), **arrays)
 
 
-def _load_cases(path: Path, variants: Sequence[str]) -> list:
+def _load_cases(path: Path) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """``{title: (source, {variant: frames})}`` for whatever variants that shard ran."""
     data = np.load(path)
-    out = []
+    out = {}
     for k, title in enumerate(data["titles"]):
-        frames = {n: torch.from_numpy(data[f"{k}/{n}"].astype(np.float32) / 255) for n in ["source", *variants]}
-        out.append((str(title), frames.pop("source"), frames))
+        frames = {
+            key.split("/", 1)[1]: torch.from_numpy(data[key].astype(np.float32) / 255)
+            for key in data.files
+            if key.startswith(f"{k}/")
+        }
+        out[str(title)] = (frames.pop("source"), frames)
     return out
 
 
@@ -462,11 +469,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         shards = sorted(d for d in args.out.glob("shard_*") if d.is_dir())
-        rows, cases, seconds = [], [], 0.0
-        for d in shards:
-            rows += json.loads((d / "rows.json").read_text())
-            cases += _load_cases(d / "cases.npz", args.variants)
+        rows, by_title, seconds = [], {}, 0.0
+        for d in shards:  # shards may split clips, variants, or both
+            rows += [r for r in json.loads((d / "rows.json").read_text()) if r["variant"] in args.variants]
+            for title, (src, outs) in _load_cases(d / "cases.npz").items():
+                by_title.setdefault(title, (src, {}))[1].update(outs)
             seconds += json.loads((d / "meta.json").read_text())["seconds"]
+        cases = [(t, src, {v: outs[v] for v in args.variants}) for t, (src, outs) in by_title.items()]
         order = {c.name: i for i, c in enumerate(EVAL_CLIPS)}
         rows.sort(key=lambda r: order[r["clip"]])
         cases.sort(key=lambda c: order[c[0].split(":")[0]])
