@@ -12,7 +12,8 @@ edited prompt, on identical inputs and seeds, it runs:
 
 Diagnostic variants (``--variants``, see :data:`DIAGNOSTIC`) change one thing at a time, to say
 why a claim does or does not hold: GroupNorm over all frames alone, sparse-causal attention alone,
-and the untuned model from noise (what tuning adds when inversion does not carry the motion).
+the untuned model from noise (what tuning adds when inversion does not carry the motion), and full
+Tune-A-Video with per-frame GroupNorm (the ``inflate(norm="frame")`` option).
 
 Writes a markdown report with a table (mean ± std over videos) and the claims checked one by one,
 a contact-sheet PNG, GIFs of a few cases, and the raw numbers as JSON.
