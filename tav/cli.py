@@ -96,6 +96,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=33)
     p.add_argument("--trainable", nargs="+", default=list(DEFAULT_TRAINABLE), help="module-name suffixes to train")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--norm", choices=["video", "frame"], default="video",
+                   help="GroupNorm over all frames (reference) or per frame (better on the shapes model)")
     p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
                    help="auto: on for CUDA, off on CPU (where it only costs time)")
 
@@ -116,7 +118,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from .weights import save_tuned
 
     clip = _read_clip(args)
-    pipe = inflate(_load(args.model, _device(args.device), args.prediction_type))
+    pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
     cfg = _tune_config(args)
     result = tune(pipe, pipe.encode_video(clip.frames), pipe.encode_prompt(args.prompt), cfg, _Bars().phase("tune"),
                   prompt=args.prompt)
@@ -175,6 +177,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     cfg = EditConfig(
         tune=_tune_config(args), inversion_steps=args.inversion_steps, steps=args.sample_steps,
         guidance_scale=args.cfg, eta=args.eta, negative_prompt=args.negative, seed=args.sample_seed,
+        norm=args.norm,
     )
     t0 = time.time()
     result = tune_and_edit(pipe, clip.frames, args.prompt, args.edit, cfg, _Bars())

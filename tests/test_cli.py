@@ -53,9 +53,10 @@ def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
     common = ["--model", str(model), "--video", str(video), "--frames", "3", "--stride", "2",
               "--width", "64", "--height", "64"]
     tuned = tmp_path / "tuned.safetensors"
-    assert main(["tune", *common, "--prompt", "a red square", "--steps", "2", "--out", str(tuned)]) == 0
+    assert main(["tune", *common, "--prompt", "a red square", "--steps", "2", "--norm", "frame", "--out", str(tuned)]) == 0
     meta = read_metadata(tuned)
     assert (meta["frames"], meta["height"], meta["width"], meta["prompt"]) == ("3", "64", "64", "a red square")
+    assert meta["norm"] == "frame"  # invert/sample below rebuild the model from this
     inv = tmp_path / "inv.safetensors"
     assert main(["invert", *common, "--tuned", str(tuned), "--inversion-steps", "3", "--out", str(inv)]) == 0
     latents, _ = load_latents(inv)

@@ -267,7 +267,7 @@ def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str]
         "",
         f"{meta['clips']} clips x their edits = {meta['videos']} edited videos per variant; "
         f"tuning {cfg.tune_steps} steps at lr {cfg.tune_lr:g}, DDIM {cfg.steps} steps, guidance {cfg.guidance:g}, "
-        f"seed {cfg.seed}; trainable {', '.join(cfg.trainable)}; {meta['seconds']:.0f} s on {meta['threads']} CPU threads.",
+        f"seed {cfg.seed}; trainable {', '.join(cfg.trainable)}; {meta['seconds']:.0f} s of runs on {meta['threads']} CPU thread(s) each.",
         "",
         "Metrics (analyzer-judged, mean ± std over videos): **textual** = fraction of frames showing exactly the "
         "edited prompt's colours, shapes and background (higher is better); **motion px** = mean distance between "
