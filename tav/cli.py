@@ -59,14 +59,22 @@ def _read_clip(args: argparse.Namespace):  # noqa: ANN202 - VideoClip
     from .video_io import read_video
 
     return read_video(
-        args.video, n_frames=args.frames, start=args.start, stride=args.stride,
-        width=args.width, height=args.height, resize=args.resize,
+        args.video,
+        n_frames=args.frames,
+        start=args.start,
+        stride=args.stride,
+        width=args.width,
+        height=args.height,
+        resize=args.resize,
     )
 
 
 def _tune_config(args: argparse.Namespace) -> TuneConfig:
     return TuneConfig(
-        steps=args.steps, lr=args.lr, seed=args.seed, trainable_modules=tuple(args.trainable),
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        trainable_modules=tuple(args.trainable),
         precision=args.precision,
         gradient_checkpointing={"auto": None, "on": True, "off": False}[args.gradient_checkpointing],
     )
@@ -75,8 +83,12 @@ def _tune_config(args: argparse.Namespace) -> TuneConfig:
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers folder or single-file SD 1.x/2.x checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
-                   help="override the model's prediction type (SD 2.x 512-base: epsilon)")
+    p.add_argument(
+        "--prediction-type",
+        choices=["epsilon", "v_prediction"],
+        default=None,
+        help="override the model's prediction type (SD 2.x 512-base: epsilon)",
+    )
 
 
 def _add_video(p: argparse.ArgumentParser) -> None:
@@ -86,8 +98,12 @@ def _add_video(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=2, help="take every n-th frame (reference: 2)")
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=512)
-    p.add_argument("--resize", choices=["stretch", "crop", "none"], default="stretch",
-                   help="stretch (reference) or aspect-preserving center crop")
+    p.add_argument(
+        "--resize",
+        choices=["stretch", "crop", "none"],
+        default="stretch",
+        help="stretch (reference) or aspect-preserving center crop",
+    )
 
 
 def _add_tune(p: argparse.ArgumentParser) -> None:
@@ -96,10 +112,18 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=33)
     p.add_argument("--trainable", nargs="+", default=list(DEFAULT_TRAINABLE), help="module-name suffixes to train")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    p.add_argument("--norm", choices=["video", "frame"], default="video",
-                   help="GroupNorm over all frames (reference) or per frame (better on the shapes model)")
-    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
-                   help="auto: on for CUDA, off on CPU (where it only costs time)")
+    p.add_argument(
+        "--norm",
+        choices=["video", "frame"],
+        default="video",
+        help="GroupNorm over all frames (reference) or per frame (better on the shapes model)",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: on for CUDA, off on CPU (where it only costs time)",
+    )
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -120,11 +144,25 @@ def cmd_tune(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
     cfg = _tune_config(args)
-    result = tune(pipe, pipe.encode_video(clip.frames), pipe.encode_prompt(args.prompt), cfg, _Bars().phase("tune"),
-                  prompt=args.prompt)
+    result = tune(
+        pipe,
+        pipe.encode_video(clip.frames),
+        pipe.encode_prompt(args.prompt),
+        cfg,
+        _Bars().phase("tune"),
+        prompt=args.prompt,
+    )
     save_tuned(args.out, result.pipeline)
-    print(json.dumps({"out": str(args.out), "loss_first": result.losses[0], "loss_last": result.losses[-1],
-                      "trainable_params": result.trainable_params}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "loss_first": result.losses[0],
+                "loss_last": result.losses[-1],
+                "trainable_params": result.trainable_params,
+            }
+        )
+    )
 
 
 def _tuned_or_inflated(args: argparse.Namespace) -> Pipeline:
@@ -147,8 +185,7 @@ def cmd_invert(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
-    inv = ddim.invert(pipe, latents, steps=args.inversion_steps, prompt_embeds=embeds,
-                      callback=_Bars().phase("invert"))
+    inv = ddim.invert(pipe, latents, steps=args.inversion_steps, prompt_embeds=embeds, callback=_Bars().phase("invert"))
     save_latents(args.out, inv, {"fps": str(clip.fps), "steps": str(args.inversion_steps)})
     print(json.dumps({"out": str(args.out), "shape": list(inv.shape)}))
 
@@ -162,9 +199,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
     videos = []
     for i, text in enumerate(args.prompt):
         out = ddim.sample(
-            pipe, pipe.encode_prompt(text), negative_embeds=pipe.encode_prompt(args.negative), latents=latents,
-            frames=args.frames, height=args.height, width=args.width, steps=args.sample_steps,
-            guidance_scale=args.cfg, eta=args.eta, seed=args.sample_seed, callback=bars.phase(f"sample:{i}"),
+            pipe,
+            pipe.encode_prompt(text),
+            negative_embeds=pipe.encode_prompt(args.negative),
+            latents=latents,
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            steps=args.sample_steps,
+            guidance_scale=args.cfg,
+            eta=args.eta,
+            seed=args.sample_seed,
+            callback=bars.phase(f"sample:{i}"),
         )
         videos.append(pipe.decode_latents(out))
     fps = args.fps or float(meta.get("fps", 8.0))
@@ -175,8 +221,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = _load(args.model, _device(args.device), args.prediction_type)
     cfg = EditConfig(
-        tune=_tune_config(args), inversion_steps=args.inversion_steps, steps=args.sample_steps,
-        guidance_scale=args.cfg, eta=args.eta, negative_prompt=args.negative, seed=args.sample_seed,
+        tune=_tune_config(args),
+        inversion_steps=args.inversion_steps,
+        steps=args.sample_steps,
+        guidance_scale=args.cfg,
+        eta=args.eta,
+        negative_prompt=args.negative,
+        seed=args.sample_seed,
         norm=args.norm,
     )
     t0 = time.time()
@@ -193,8 +244,13 @@ def cmd_config(args: argparse.Namespace) -> None:
     from .reference_config import run_reference_config
 
     written = run_reference_config(
-        args.config, pretrained=args.pretrained, device=_device(args.device), video_dir=args.video_dir,
-        output_dir=args.output_dir, overrides=dict(kv.split("=", 1) for kv in args.set), callback=_Bars(),
+        args.config,
+        pretrained=args.pretrained,
+        device=_device(args.device),
+        video_dir=args.video_dir,
+        output_dir=args.output_dir,
+        overrides=dict(kv.split("=", 1) for kv in args.set),
+        callback=_Bars(),
     )
     print(json.dumps({"written": written}))
 
@@ -251,8 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-dir", help="where the config's data/*.mp4 live (default: next to the config)")
     p.add_argument("--output-dir", help="replaces output_dir")
     p.add_argument("--device", default="auto")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config values for smoke runs, e.g. max_train_steps=2 train_data.n_sample_frames=2")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values for smoke runs, e.g. max_train_steps=2 train_data.n_sample_frames=2",
+    )
     p.set_defaults(func=cmd_config)
     return parser
 

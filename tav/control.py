@@ -36,9 +36,7 @@ class Control:
         return self.scale != 0 and self.start <= step / steps <= self.end
 
 
-def residuals(
-    control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
-) -> dict[str, Any]:
+def residuals(control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> dict[str, Any]:
     """UNet kwargs with the ControlNet's residuals for folded latents ``x`` ``[B*F, C, h, w]``.
 
     ``embeds`` are per folded sample; the hint is repeated over the B videos (cond and uncond).
@@ -97,4 +95,6 @@ def controlnet_from_ldm(state_dict: Mapping[str, torch.Tensor], unet: nn.Module)
             f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     p = next(unet2d.parameters())
-    return nn.Module.to(model, p.device, p.dtype).eval().requires_grad_(False)  # nn.Module.to: no diffusers dtype warning
+    return (
+        nn.Module.to(model, p.device, p.dtype).eval().requires_grad_(False)
+    )  # nn.Module.to: no diffusers dtype warning

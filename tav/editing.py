@@ -105,7 +105,10 @@ def tune_and_edit(
 
 
 def write_edits(
-    out_dir: str | os.PathLike, prompts: Sequence[str], videos: Sequence[torch.Tensor], fps: float,
+    out_dir: str | os.PathLike,
+    prompts: Sequence[str],
+    videos: Sequence[torch.Tensor],
+    fps: float,
     exts: Sequence[str] = (".mp4", ".gif"),
 ) -> list[str]:
     """One file per edit and extension, named ``NN-<prompt>``; returns the paths written."""

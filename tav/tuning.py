@@ -103,14 +103,23 @@ def tune(
         result = _tune(pipe, latents, prompt_embeds, config, callback)
     k = pipe.latent_factor
     _, _, f, h, w = latents.shape
-    info = {"prompt": prompt, "frames": f, "height": h * k, "width": w * k,
-            "trainable_modules": list(config.trainable_modules)}
+    info = {
+        "prompt": prompt,
+        "frames": f,
+        "height": h * k,
+        "width": w * k,
+        "trainable_modules": list(config.trainable_modules),
+    }
     result.pipeline = result.pipeline.replace(info=info)
     return result
 
 
 def _tune(
-    pipe: Pipeline, latents: torch.Tensor, prompt_embeds: torch.Tensor, config: TuneConfig, callback: Optional[ProgressFn]
+    pipe: Pipeline,
+    latents: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    config: TuneConfig,
+    callback: Optional[ProgressFn],
 ) -> TuneResult:
     names = trainable_names(pipe.unet, config.trainable_modules)
     if not names:

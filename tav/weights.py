@@ -76,12 +76,15 @@ def save_tuned(
     info = pipe.info
     trainable_modules = trainable_modules or info.get("trainable_modules") or DEFAULT_TRAINABLE
     prompt = info.get("prompt", "") if prompt is None else prompt
-    frames, height, width = (info.get(k, 0) if v is None else v for k, v in
-                             (("frames", frames), ("height", height), ("width", width)))
+    frames, height, width = (
+        info.get(k, 0) if v is None else v for k, v in (("frames", frames), ("height", height), ("width", width))
+    )
     inner = pipe.unet.unet
     names = set(trainable_names(inner, trainable_modules))
     sd = inner.state_dict()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items() if k in names or any(s in k for s in TEMPORAL_KEYS)}
+    tensors = {
+        k: v.detach().contiguous().cpu() for k, v in sd.items() if k in names or any(s in k for s in TEMPORAL_KEYS)
+    }
     meta = {
         "format": FORMAT,
         "tav_version": __version__,
@@ -117,7 +120,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
 
 def save_latents(path: str | os.PathLike, latents: torch.Tensor, meta: Optional[dict[str, str]] = None) -> None:
     """Store an inverted latent (786 KB for 24 frames at 64x64) so inversion runs once per tuned model."""
-    _atomic_save({"latents": latents.detach().float().contiguous().cpu()}, path, {"format": "tav-latents/1", **(meta or {})})
+    _atomic_save(
+        {"latents": latents.detach().float().contiguous().cpu()}, path, {"format": "tav-latents/1", **(meta or {})}
+    )
 
 
 def load_latents(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
@@ -170,6 +175,9 @@ def load_tuned(path: str | os.PathLike, pipe: Pipeline, *, check_base: bool = Tr
             if owned[k].shape != v.shape:
                 raise ValueError(f"{k}: file has shape {tuple(v.shape)}, model has {tuple(owned[k].shape)}")
             owned[k].copy_(v)
-    info = {"prompt": meta.get("prompt", ""), "trainable_modules": json.loads(meta["trainable_modules"]),
-            **{k: int(meta.get(k) or 0) for k in ("frames", "height", "width")}}
+    info = {
+        "prompt": meta.get("prompt", ""),
+        "trainable_modules": json.loads(meta["trainable_modules"]),
+        **{k: int(meta.get(k) or 0) for k in ("frames", "height", "width")},
+    }
     return video.replace(unet=unet, info=info)

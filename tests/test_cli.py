@@ -50,10 +50,24 @@ def video(tmp_path_factory) -> Path:
 
 
 def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
-    common = ["--model", str(model), "--video", str(video), "--frames", "3", "--stride", "2",
-              "--width", "64", "--height", "64"]
+    common = [
+        "--model",
+        str(model),
+        "--video",
+        str(video),
+        "--frames",
+        "3",
+        "--stride",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    ]
     tuned = tmp_path / "tuned.safetensors"
-    assert main(["tune", *common, "--prompt", "a red square", "--steps", "2", "--norm", "frame", "--out", str(tuned)]) == 0
+    assert (
+        main(["tune", *common, "--prompt", "a red square", "--steps", "2", "--norm", "frame", "--out", str(tuned)]) == 0
+    )
     meta = read_metadata(tuned)
     assert (meta["frames"], meta["height"], meta["width"], meta["prompt"]) == ("3", "64", "64", "a red square")
     assert meta["norm"] == "frame"  # invert/sample below rebuild the model from this
@@ -62,8 +76,27 @@ def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
     latents, _ = load_latents(inv)
     assert latents.shape == (1, 4, 3, 8, 8)
     out = tmp_path / "out"
-    assert main(["sample", "--model", str(model), "--tuned", str(tuned), "--latents", str(inv),
-                 "--prompt", "a blue square", "a red circle", "--sample-steps", "3", "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--model",
+                str(model),
+                "--tuned",
+                str(tuned),
+                "--latents",
+                str(inv),
+                "--prompt",
+                "a blue square",
+                "a red circle",
+                "--sample-steps",
+                "3",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     files = sorted(p.name for p in out.iterdir())
     assert files == ["00-a_blue_square.gif", "00-a_blue_square.mp4", "01-a_red_circle.gif", "01-a_red_circle.mp4"]
     clip = read_video(out / "00-a_blue_square.mp4", n_frames=0, stride=1, resize="none")
@@ -73,23 +106,72 @@ def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
 
 def test_edit_one_go(model, video, tmp_path, capsys) -> None:
     out = tmp_path / "edit"
-    code = main(["edit", "--model", str(model), "--video", str(video), "--frames", "2", "--width", "64",
-                 "--height", "64", "--prompt", "a red square", "--edit", "a green square", "--steps", "1",
-                 "--inversion-steps", "2", "--sample-steps", "2", "--out-dir", str(out),
-                 "--save-tuned", str(tmp_path / "t.safetensors")])
+    code = main(
+        [
+            "edit",
+            "--model",
+            str(model),
+            "--video",
+            str(video),
+            "--frames",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--prompt",
+            "a red square",
+            "--edit",
+            "a green square",
+            "--steps",
+            "1",
+            "--inversion-steps",
+            "2",
+            "--sample-steps",
+            "2",
+            "--out-dir",
+            str(out),
+            "--save-tuned",
+            str(tmp_path / "t.safetensors"),
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(report["written"]) == 2 and (tmp_path / "t.safetensors").is_file()
 
 
 def test_errors_are_one_line_not_tracebacks(model, tmp_path, capsys) -> None:
-    code = main(["edit", "--model", str(model), "--video", str(tmp_path / "missing.mp4"), "--prompt", "x",
-                 "--edit", "y", "--out-dir", str(tmp_path)])
+    code = main(
+        [
+            "edit",
+            "--model",
+            str(model),
+            "--video",
+            str(tmp_path / "missing.mp4"),
+            "--prompt",
+            "x",
+            "--edit",
+            "y",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 2
     assert "missing.mp4" in capsys.readouterr().err
     write_video(tmp_path / "v.mp4", moving_square(2), fps=8)
-    code = main(["tune", "--model", str(tmp_path / "nomodel"), "--video", str(tmp_path / "v.mp4"), "--prompt", "x",
-                 "--out", str(tmp_path / "o.safetensors")])
+    code = main(
+        [
+            "tune",
+            "--model",
+            str(tmp_path / "nomodel"),
+            "--video",
+            str(tmp_path / "v.mp4"),
+            "--prompt",
+            "x",
+            "--out",
+            str(tmp_path / "o.safetensors"),
+        ]
+    )
     assert code == 2 and "not found" in capsys.readouterr().err
 
 
@@ -108,12 +190,28 @@ def test_official_config_runs_with_local_model(model, tmp_path, capsys) -> None:
     cfg_path = tmp_path / "configs" / "man-skiing.yaml"
     cfg_path.parent.mkdir()
     shutil.copy(CONFIGS / "man-skiing.yaml", cfg_path)
-    code = main([
-        "config", str(cfg_path), "--pretrained", str(model), "--video-dir", str(CONFIGS.parent / "videos"),
-        "--output-dir", str(tmp_path / "out"), "--device", "cpu", "--set", "max_train_steps=1",
-        "train_data.n_sample_frames=2", "validation_data.video_length=2", "train_data.width=64",
-        "train_data.height=64", "validation_data.num_inference_steps=2", "validation_data.num_inv_steps=2",
-    ])
+    code = main(
+        [
+            "config",
+            str(cfg_path),
+            "--pretrained",
+            str(model),
+            "--video-dir",
+            str(CONFIGS.parent / "videos"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--set",
+            "max_train_steps=1",
+            "train_data.n_sample_frames=2",
+            "validation_data.video_length=2",
+            "train_data.width=64",
+            "train_data.height=64",
+            "validation_data.num_inference_steps=2",
+            "validation_data.num_inv_steps=2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     written = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"]
     assert len(written) == 5 and written[-1].endswith("tuned.safetensors")

@@ -36,8 +36,14 @@ def test_zero_controlnet_changes_nothing(pipe) -> None:
     x = torch.randn(1, 4, 3, 8, 8)
     emb = pipe.encode_prompt("a red circle")
     plain = ddim.sample(video, emb, latents=x, steps=2, guidance_scale=4.0)
-    ctl = ddim.sample(video, emb, latents=x, steps=2, guidance_scale=4.0,
-                      control=Control(_controlnet(pipe.unet, randomize=False), hint))
+    ctl = ddim.sample(
+        video,
+        emb,
+        latents=x,
+        steps=2,
+        guidance_scale=4.0,
+        control=Control(_controlnet(pipe.unet, randomize=False), hint),
+    )
     torch.testing.assert_close(plain, ctl, rtol=0, atol=1e-6)
 
 
@@ -51,8 +57,9 @@ def test_one_frame_equals_2d_controlnet(pipe) -> None:
     got = ddim.predict(video, x, 500, emb, Control(cn, hint, scale=0.8))
     with torch.no_grad():
         down, mid = cn(x[:, :, 0], 500, emb, hint.permute(0, 3, 1, 2), conditioning_scale=0.8, return_dict=False)
-        want = pipe.unet(x[:, :, 0], 500, emb, down_block_additional_residuals=down,
-                         mid_block_additional_residual=mid).sample
+        want = pipe.unet(
+            x[:, :, 0], 500, emb, down_block_additional_residuals=down, mid_block_additional_residual=mid
+        ).sample
     assert (got[:, :, 0] - want).abs().max().item() < 1e-5
     assert (got[:, :, 0] - ddim.predict(video, x, 500, emb)[:, :, 0]).abs().max().item() > 1e-3  # it acts
 

@@ -60,8 +60,9 @@ def test_inversion_then_sampling_reconstructs(prediction_type: str) -> None:
     """Tolerance: RMS error <= 0.03 at 50 steps on data of std 0.5 (measured 0.021), and the error
     halves when the steps double: DDIM inversion evaluates eps at the next timestep, a first-order
     approximation, so the error is O(1/steps) — a wrong sign or offset in either direction breaks both."""
-    pipe = Pipeline(GaussianEps(0.3, 0.5, prediction_type), None, None, None,
-                    {**SCHEDULER, "prediction_type": prediction_type})
+    pipe = Pipeline(
+        GaussianEps(0.3, 0.5, prediction_type), None, None, None, {**SCHEDULER, "prediction_type": prediction_type}
+    )
     torch.manual_seed(0)
     x = 0.3 + 0.5 * torch.randn(1, 4, 3, 8, 8)
     emb = torch.zeros(1, 77, 8)

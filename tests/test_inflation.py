@@ -107,8 +107,11 @@ def test_inflate_twice_is_refused(pipe) -> None:
 
 def _sd15_trainable_count(train_temporal_bias: bool = True) -> int:
     cfg = dict(
-        sample_size=64, cross_attention_dim=768, attention_head_dim=8,
-        block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        sample_size=64,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     )

@@ -52,6 +52,7 @@ def test_eval_clips_read_exactly(clip):
 
 def test_uint8_and_torch_inputs_agree():
     import torch
+
     img = world.render(world.Scene((world.Obj("triangle", "yellow", 30, 33, 24),), "white"))
     a = A.analyze_frame(img)
     assert A.analyze_frame(np.round(img * 255).astype(np.uint8)).signature == a.signature

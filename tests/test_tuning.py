@@ -43,8 +43,9 @@ def test_only_configured_parameters_change(setup) -> None:
     after = result.pipeline.unet.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == names  # every trainable tensor moved; nothing else did
-    assert all(k.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "to_out.0.bias"))
-               for k in names)
+    assert all(
+        k.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "to_out.0.bias")) for k in names
+    )
     assert any("attn1.to_q" in k for k in names) and any("attn2.to_q" in k for k in names)
     assert not any("norm_temp" in k or "attn1.to_k" in k or "ff." in k for k in names)
     # the input pipeline is untouched, and the tuned one shares its frozen weights
@@ -75,9 +76,7 @@ def test_loss_goes_down_on_fixed_clip(setup) -> None:
 def test_custom_trainable_and_bad_names(setup) -> None:
     pipe, latents, emb = setup
     result = tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["attn_temp"]))
-    assert result.trainable_params == sum(
-        p.numel() for n, p in pipe.unet.named_parameters() if ".attn_temp." in n
-    )
+    assert result.trainable_params == sum(p.numel() for n, p in pipe.unet.named_parameters() if ".attn_temp." in n)
     with pytest.raises(ValueError, match="match no module"):
         tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["nonexistent"]))
 

@@ -27,8 +27,9 @@ def tuned():
 def test_round_trip_is_bit_exact(tuned, tmp_path) -> None:
     base, pipe, cfg = tuned
     path = tmp_path / "clip.safetensors"
-    meta = save_tuned(path, pipe, trainable_modules=cfg.trainable_modules, prompt="a green triangle",
-                      frames=3, height=64, width=64)
+    meta = save_tuned(
+        path, pipe, trainable_modules=cfg.trainable_modules, prompt="a green triangle", frames=3, height=64, width=64
+    )
     assert read_metadata(path) == meta
     assert meta["base_fingerprint"] == fingerprint(base.unet)
     assert json.loads(meta["trainable_modules"]) == list(cfg.trainable_modules)
