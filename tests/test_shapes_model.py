@@ -170,3 +170,5 @@ def test_shards_split_by_variant_merge_into_one_report(tmp_path, pipe):
     assert len(res["rows"]) == 2 * res["meta"]["videos"]
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| per-frame editing (2-D) |" in report and "| w/o tuning |" in report
+    with pytest.raises(SystemExit, match="lack variant"):
+        E.main(common + ["--out", str(tmp_path / "a"), "--merge", "--variants", "per_frame", "tav"])
