@@ -81,7 +81,13 @@ def build_state_dict(comfy_dir: Path, seed: int = 0, controlnet: bool = False) -
         from comfy.cldm.cldm import ControlNet
 
         cfg = {k: v for k, v in unet_cfg.items() if k not in ("out_channels", "transformer_depth_output")}
-        return dict(_init(ControlNet(hint_channels=3, **cfg, operations=ops)).state_dict())
+        net = _init(ControlNet(hint_channels=3, **cfg, operations=ops))
+        # unit-gain hint path and zero convs, so the hint visibly steers the tiny UNet (tests compare hints)
+        for part in (net.input_hint_block, net.zero_convs, net.middle_block_out):
+            for m in part.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    torch.nn.init.normal_(m.weight, std=(2.0 / m.weight[0].numel()) ** 0.5)
+        return dict(net.state_dict())
 
     ddconfig = {
         "double_z": True,

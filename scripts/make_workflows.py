@@ -12,7 +12,9 @@ Usage: python scripts/make_workflows.py [--check] [--comfy-dir DIR]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -60,6 +62,15 @@ NOTES = {
         "Save Tuned writes the few-MB tuned weights to models/tuneavideo for later sessions "
         "(see tav_edit_with_saved_weights)."
     ),
+    "tav_controlnet_edges": (
+        "Structure-guided editing (the paper's ControlNet/T2I-Adapter use): the source clip's own per-frame "
+        "Canny edges steer every frame of the edit, on top of the tuned model and the inverted noise.\n\n"
+        "Put v1-5-pruned-emaonly.safetensors into models/checkpoints, an SD 1.5 Canny ControlNet (e.g. "
+        "control_v11p_sd15_canny) into models/controlnet and car-turn.mp4 (official_examples/videos in this "
+        "pack) into the input folder.\n\n"
+        "Lower strength or end_percent to give the prompt more freedom; raise the Canny thresholds for fewer, "
+        "stronger edges."
+    ),
     "tav_edit_with_saved_weights": (
         "Edit again later without re-tuning: Load Tuned applies weights from models/tuneavideo (written by "
         "Save Tuned) to the base model they were tuned on. A different base model is refused.\n\n"
@@ -76,6 +87,11 @@ def load_node_classes(comfy_dir: Path) -> dict[str, Any]:
 
     args.cpu = True
     import nodes as comfy_nodes
+
+    # stock nodes outside nodes.py (comfy_extras: Canny, SamplerCustomAdvanced, ...), no custom or API nodes
+    loaded = comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)
+    if inspect.isawaitable(loaded):
+        asyncio.run(loaded)
 
     spec = importlib.util.spec_from_file_location(
         "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]

@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("config", help="run an official Tune-A-Video YAML config unchanged")
-    p.add_argument("config", help="e.g. ../shared/reference/configs/man-skiing.yaml")
+    p.add_argument("config", help="e.g. official_examples/configs/man-skiing.yaml")
     p.add_argument("--pretrained", help="local model replacing pretrained_model_path")
     p.add_argument("--video-dir", help="where the config's data/*.mp4 live (default: next to the config)")
     p.add_argument("--output-dir", help="replaces output_dir")

@@ -67,7 +67,7 @@ def _find_video(video_path: str, config_path: Path, video_dir: Optional[str]) ->
     candidates = [Path(video_path)]
     if video_dir:
         candidates.insert(0, Path(video_dir) / Path(video_path).name)
-    candidates.append(config_path.parent.parent / "videos" / Path(video_path).name)  # shared/reference layout
+    candidates.append(config_path.parent.parent / "videos" / Path(video_path).name)  # official_examples layout
     for c in candidates:
         if c.is_file():
             return c

@@ -14,7 +14,7 @@ from tav.weights import load_latents, read_metadata
 
 from .tiny import tiny_pipeline
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "official_examples" / "configs"
 
 
 def save_diffusers_folder(folder: Path, seed: int = 0) -> Path:

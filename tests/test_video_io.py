@@ -14,9 +14,7 @@ from PIL import Image
 from tav import video_io
 from tav.video_io import frames_to_uint8, read_video, side_by_side, write_video
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "videos"
-if not VIDEOS.is_dir():  # the lead's checkout keeps shared/ beside main/ or inside it
-    VIDEOS = Path(__file__).resolve().parents[1] / "shared" / "reference" / "videos"
+VIDEOS = Path(__file__).resolve().parents[1] / "official_examples" / "videos"
 
 # Measured with imageio_ffmpeg (count_frames_and_secs + read_frames metadata).
 REFERENCE = {  # name: (frames, fps, (width, height))
@@ -26,7 +24,7 @@ REFERENCE = {  # name: (frames, fps, (width, height))
     "rabbit-watermelon": (186, 30.0, (718, 718)),
 }
 
-# ../shared/reference/videos is beside the checkout in CI: missing clips are a failure, not a skip
+# the clips ship in the repository: missing clips are a failure, not a skip
 needs_videos = pytest.mark.usefixtures("reference_videos")
 
 

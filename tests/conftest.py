@@ -1,0 +1,62 @@
+"""Suite-wide guard: a clone of the repository is all the tests may read.
+
+A user runs ``make test`` with nothing beside the clone, while CI happens to have ``../shared`` there.
+An audit hook makes any file the suite opens, or any program it starts with a path argument, beside the
+checkout (under its parent folder but outside it) fail loudly, so such a dependency cannot pass in CI
+and break on a user's machine. The temp folder, the home folder, the Python installation and an explicitly
+configured ComfyUI host (TAV_COMFY_DIR) are allowed. A checkout directly under ``/`` guards ``/shared`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _prefixes(paths: list[str]) -> tuple[str, ...]:
+    out = set()
+    for p in paths:
+        for q in (os.path.abspath(p), os.path.realpath(p)):
+            out.add(q.rstrip(os.sep) + os.sep)
+    return tuple(out)
+
+
+_INSIDE = _prefixes(
+    [str(REPO), tempfile.gettempdir(), str(Path.home()), sys.prefix, sys.base_prefix]
+    + ([os.environ["TAV_COMFY_DIR"]] if os.environ.get("TAV_COMFY_DIR") else [])
+)
+_BESIDE = _prefixes([str(REPO.parent if REPO.parent != Path(REPO.anchor) else Path(REPO.anchor) / "shared")])
+
+
+def outside_checkout(path: object) -> bool:
+    """True for a path under the checkout's parent folder that is not inside the checkout itself."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return False  # file descriptors
+    try:
+        p = os.path.abspath(os.fsdecode(path)) + os.sep
+    except (TypeError, ValueError):
+        return False
+    return p.startswith(_BESIDE) and not p.startswith(_INSIDE)
+
+
+def _guard(event: str, args: tuple) -> None:
+    if event == "open":
+        paths = [args[0]]
+    elif event == "subprocess.Popen":
+        argv = args[1]
+        paths = [argv] if isinstance(argv, (str, bytes, os.PathLike)) else list(argv or [])
+    else:
+        return
+    for path in paths:
+        if outside_checkout(path):
+            raise PermissionError(
+                f"the test suite touched {os.fsdecode(path)!r}, outside the checkout {REPO}: a user's clone has "
+                "nothing beside it. Ship what the test needs inside the repository."
+            )
+
+
+sys.addaudithook(_guard)
