@@ -18,9 +18,10 @@ Layouts understood (``sd`` is one flat dict, as a ``.safetensors`` file or Comfy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders import single_file_utils as sfu
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
+from transformers.utils import logging as hf_logging
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -309,6 +311,18 @@ def vae_from_ldm(sd: Mapping[str, torch.Tensor], ddconfig: dict[str, Any]) -> Au
     return vae
 
 
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar per model; a library loading three models should not."""
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def assign_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
     """Load ``sd`` into a meta-device ``model`` by assignment (no random init, no extra copy)."""
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
@@ -376,4 +390,5 @@ def text_encoder_from_ldm(sd: Mapping[str, torch.Tensor], family: str, dtype: to
             f"the text encoder weights do not match a CLIP text model: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
-    return CLIPTextModel.from_pretrained(None, config=config, state_dict=te).to(dtype)
+    with no_progress_bars():
+        return CLIPTextModel.from_pretrained(None, config=config, state_dict=te).to(dtype)

@@ -113,6 +113,10 @@ def test_demo_command_runs(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # nothing a user did not ask for: no third-party warnings or progress bars, only the demo's own lines
+    assert proc.stderr.strip() == "", f"the demo printed to stderr:\n{proc.stderr[-3000:]}"
+    noise = [ln for ln in proc.stdout.splitlines() if "warn" in ln.lower() or "it/s]" in ln or "%|" in ln]
+    assert not noise, f"third-party noise in the demo's output: {noise}"
     assert (tmp_path / "demo.gif").stat().st_size > 0 and (tmp_path / "demo.mp4").stat().st_size > 0
     assert (
         "textual faithfulness" in proc.stdout
