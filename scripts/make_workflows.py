@@ -44,7 +44,8 @@ NOTES = {
         "Settings of the official config: 24 frames, stride 2, 512x512; tuning 500 steps, lr 3e-5, seed 33, "
         "trainable attn1.to_q, attn2.to_q, attn_temp; DDIM inversion 50 steps with the empty prompt; "
         "sampling 50 DDIM steps, guidance 12.5.\n\n"
-        "Put v1-5-pruned-emaonly.safetensors into models/checkpoints and man-skiing.mp4 into the input folder. "
+        "Put v1-5-pruned-emaonly.safetensors into models/checkpoints and man-skiing.mp4 (official_examples/videos "
+        "in this pack) into the input folder. "
         "Other prompts from the paper: 'mickey mouse is skiing on the snow', 'wonder woman, wearing a cowboy "
         "hat, is skiing', 'a man, wearing pink clothes, is skiing at sunset'."
     ),

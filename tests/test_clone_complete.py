@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,3 +53,15 @@ def test_guard_refuses_files_beside_the_checkout() -> None:
         open(beside, "rb")  # noqa: SIM115 - the hook refuses before anything is opened
     with pytest.raises(PermissionError, match="outside the checkout"):
         subprocess.run(["cat", str(beside)], check=False)
+
+
+def test_readme_links_resolve_inside_the_repository() -> None:
+    """Every relative link and picture in the README and docs points at a file of the clone."""
+    broken = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), REPO / "official_examples" / "NOTICE.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)", doc.read_text()):
+            if "://" in target:
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(REPO)} -> {target}")
+    assert not broken, broken

@@ -135,8 +135,15 @@ DROP_JS = """
       id: n.id, type: n.type, registered: n.type in LiteGraph.registered_node_types,
     }));
     const prompt = (await app.graphToPrompt()).output;
-    app.canvas.ds.scale = 0.75;  // whole graph in view, text still drawn
-    app.canvas.ds.offset = [40, 60];
+    // fit the whole graph between the side bar / tab bar and the window's edges (text drawn down to ~0.6)
+    const b = app.graph.nodes.reduce((b, n) => [
+      Math.min(b[0], n.pos[0]), Math.min(b[1], n.pos[1] - 30),
+      Math.max(b[2], n.pos[0] + n.size[0]), Math.max(b[3], n.pos[1] + n.size[1]),
+    ], [1e9, 1e9, -1e9, -1e9]);
+    const left = 70, top = 150;
+    const s = Math.min(1, (window.innerWidth - left - 30) / (b[2] - b[0]), (window.innerHeight - top - 30) / (b[3] - b[1]));
+    app.canvas.ds.scale = s;
+    app.canvas.ds.offset = [left / s - b[0], top / s - b[1]];
     app.canvas.setDirty(true, true);
     await new Promise((r) => setTimeout(r, 300));
     return {missing, nodes, prompt};
