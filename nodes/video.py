@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 import folder_paths
@@ -17,15 +18,28 @@ RESIZE_MODES = list(video_io.RESIZE_MODES)
 IMAGES_FPS = 8.0
 
 
+#: the official Tune-A-Video clips shipped with the pack, offered as ``tav-examples/<name>`` (read-only)
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "official_examples" / "videos"
+EXAMPLES_PREFIX = "tav-examples/"
+
+
+def example_clips() -> dict[str, str]:
+    """``{"tav-examples/car-turn.mp4": absolute path}`` for the bundled clips, so the paper's workflows
+    run as shipped without copying a clip into the input folder."""
+    if not EXAMPLES_DIR.is_dir():
+        return {}
+    return {EXAMPLES_PREFIX + p.name: str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix in VIDEO_EXTS}
+
+
 def video_files() -> list[str]:
-    """Video files in the input folder (sub-folders included), sorted."""
+    """Video files in the input folder (sub-folders included), sorted, then the bundled example clips."""
     root = folder_paths.get_input_directory()
     out = []
     for dirpath, _dirs, files in os.walk(root, followlinks=True):
         for f in files:
             if f.lower().endswith(VIDEO_EXTS):
                 out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
-    return sorted(out)
+    return sorted(out) + [name for name in example_clips() if name not in out]
 
 
 def _allowed_roots() -> list[str]:
@@ -52,6 +66,13 @@ def resolve_video(video: Optional[str], path: Optional[str]) -> tuple[Optional[s
         return full, None
     if not video:
         return None, "no video selected: upload one or put it into ComfyUI's input folder"
+    if video.startswith(EXAMPLES_PREFIX) and not os.path.isfile(
+        os.path.join(folder_paths.get_input_directory(), video)
+    ):
+        example = example_clips().get(video)  # a fixed list: no path from the request is opened
+        if example is None:
+            return None, f"{video!r} is not one of the bundled clips ({', '.join(example_clips())})"
+        return example, None
     try:
         full = folder_paths.get_annotated_filepath(video)
     except Exception:  # noqa: BLE001 - invalid annotation
@@ -84,8 +105,8 @@ class TAV_LoadVideo:
                     {
                         "video_upload": True,
                         "tooltip": (
-                            "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif, webp). Use the upload "
-                            "button to add one."
+                            "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif, webp; use the upload "
+                            "button to add one), or one of the paper's clips shipped with the pack (tav-examples/)."
                         ),
                     },
                 ),

@@ -44,8 +44,8 @@ NOTES = {
         "Settings of the official config: 24 frames, stride 2, 512x512; tuning 500 steps, lr 3e-5, seed 33, "
         "trainable attn1.to_q, attn2.to_q, attn_temp; DDIM inversion 50 steps with the empty prompt; "
         "sampling 50 DDIM steps, guidance 12.5.\n\n"
-        "Put v1-5-pruned-emaonly.safetensors into models/checkpoints and man-skiing.mp4 (official_examples/videos "
-        "in this pack) into the input folder. "
+        "Put v1-5-pruned-emaonly.safetensors into models/checkpoints; the clip ships with the pack "
+        "(tav-examples/man-skiing.mp4). "
         "Other prompts from the paper: 'mickey mouse is skiing on the snow', 'wonder woman, wearing a cowboy "
         "hat, is skiing', 'a man, wearing pink clothes, is skiing at sunset'."
     ),
@@ -67,8 +67,8 @@ NOTES = {
         "Structure-guided editing (the paper's ControlNet/T2I-Adapter use): the source clip's own per-frame "
         "Canny edges steer every frame of the edit, on top of the tuned model and the inverted noise.\n\n"
         "Put v1-5-pruned-emaonly.safetensors into models/checkpoints, an SD 1.5 Canny ControlNet (e.g. "
-        "control_v11p_sd15_canny) into models/controlnet and car-turn.mp4 (official_examples/videos in this "
-        "pack) into the input folder.\n\n"
+        "control_v11p_sd15_canny) into models/controlnet; the clip ships with the pack "
+        "(tav-examples/car-turn.mp4).\n\n"
         "Lower strength or end_percent to give the prompt more freedom; raise the Canny thresholds for fewer, "
         "stronger edges."
     ),

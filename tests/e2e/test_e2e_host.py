@@ -82,3 +82,36 @@ def test_ui_workflows_in_sync_with_api_twins() -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+
+def test_bundled_example_clips_load(client: ComfyClient) -> None:
+    """The paper's clips ship with the pack: Load Video lists them and every workflow's clip is one of them."""
+    import json
+
+    choices = client.object_info()["TAV_LoadVideo"]["input"]["required"]["video"][0]
+    examples = {c for c in choices if c.startswith("tav-examples/")}
+    assert examples == {f"tav-examples/{n}.mp4" for n in ("car-turn", "man-skiing", "man-surfing", "rabbit-watermelon")}
+    used = set()
+    for path in API_DIR.glob("*.json"):
+        for node in json.loads(path.read_text()).values():
+            if node["class_type"] == "TAV_LoadVideo":
+                used.add(node["inputs"]["video"])
+    assert used - {"tav_shapes_red_square.mp4"} <= examples and used & examples, used
+
+    prompt = {
+        "1": {
+            "class_type": "TAV_LoadVideo",
+            "inputs": {
+                "video": "tav-examples/car-turn.mp4", "n_frames": 2, "start": 0, "stride": 1, "width": 64,
+                "height": 64, "resize": "stretch", "path": "",
+            },
+        },
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }  # fmt: skip
+    _pid, entry = client.run(prompt, timeout=120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(entry["outputs"]["2"]["images"]) == 2
+    # only the listed names resolve: a crafted name is refused by validation, nothing is opened
+    prompt["1"]["inputs"]["video"] = "tav-examples/../../../etc/passwd"
+    status, body = client.request("POST", "/prompt", {"prompt": prompt, "client_id": client.client_id})
+    assert status == 400 and "1" in body["node_errors"], body
