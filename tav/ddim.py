@@ -17,7 +17,7 @@ from einops import rearrange
 from .control import Control, fold, residuals
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
-from .validation import NonFiniteError, check_finite_tensor, check_number
+from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
 
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
@@ -175,6 +175,7 @@ def sample(
     """
     check_number("guidance scale (cfg)", guidance_scale, 0, 1000, hint="the paper uses 12.5; 1 disables guidance")
     check_number("eta", eta, 0, 1, hint="0 is deterministic DDIM, 1 is DDPM-like")
+    check_seed("seed", seed)
     device = pipe.device
     gen = torch.Generator("cpu").manual_seed(seed)
     if latents is None:

@@ -23,7 +23,7 @@ from .ddim import alphas_cumprod
 from .inflation import VideoUNet, share_weights_copy
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
-from .validation import NonFiniteError, check_finite_tensor, check_number
+from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
 
 DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp")
 
@@ -104,6 +104,7 @@ def tune(
     check_number("learning rate", config.lr, 0, 1, hint="the paper uses 3e-5")
     check_number("weight decay", config.weight_decay, 0, 10)
     check_number("max grad norm", config.max_grad_norm, 0)
+    check_seed("seed", config.seed)
     check_finite_tensor(latents, "the clip's latents", hint="check the input frames")
     check_finite_tensor(prompt_embeds, "the prompt embedding")
     with torch.inference_mode(False), torch.enable_grad():

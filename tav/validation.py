@@ -377,3 +377,29 @@ def check_job_size(
         f"this job ({frames} frames at {width}x{height}, {kind} on {dev}) needs at least about {_gib(wanted)}, "
         f"but only {_gib(budget)} is available: would fit: {advice}. Lower the frame count or size"
     )
+
+
+def module_bytes(*modules: Any) -> int:
+    """Bytes held by the parameters and buffers of ``modules`` (for :func:`check_job_size`)."""
+    total = 0
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            total += t.numel() * t.element_size()
+    return total
+
+
+def check_pipeline_job(pipe: Any, frames: int, height: int, width: int, kind: str) -> None:
+    """:func:`check_job_size` for a loaded pipeline (its device, weights and precision)."""
+    param = next(pipe.unet.parameters())
+    weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
+    if kind == "tune":
+        weights += weights // 4  # trainable fp32 masters, grads and AdamW moments: a fraction of the UNet
+    check_job_size(
+        frames,
+        height,
+        width,
+        kind=kind,
+        device=param.device,
+        weight_bytes=weights,
+        dtype_bytes=param.element_size(),
+    )
