@@ -367,6 +367,7 @@ def _load_diffusers_folder(folder: Path, prediction_type: Optional[str], dtype: 
                 "; this holds only a Tune-A-Video UNet: load its base model with load_pipeline(), then "
                 "tav.inflation.load_reference_unet(pipe, load_unet_state_dict(folder))"
             )
+        hint = hint or "; pass a diffusers Stable Diffusion folder or a single-file .safetensors checkpoint"
         raise CheckpointError(f"{folder} is not a diffusers pipeline folder (no model_index.json){hint}")
     read_json(folder / "model_index.json")
     for name in ("unet", "vae", "text_encoder"):

@@ -181,7 +181,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     if meta.get("format") != FORMAT:
         raise InputError(
             f"{path} is not a Tune-A-Video tuned-weights file (format {meta.get('format')!r}, "
-            f"expected {FORMAT!r}); official full checkpoints load with tav.checkpoints instead"
+            f"expected {FORMAT!r}); pass a file written by `tune` / Save Tuned (official full checkpoints load "
+            "as --model instead)"
         )
     missing = [k for k in REQUIRED_META if not meta.get(k)]
     if missing:
