@@ -39,6 +39,15 @@ def _load(model: str, device: torch.device, prediction_type: Optional[str]) -> P
     return load_pipeline(model, device=device, dtype=dtype, prediction_type=prediction_type)
 
 
+_OPEN_BARS: list[_Bars] = []
+
+
+def _close_bars() -> None:
+    """Finish every progress bar, so an error or ``interrupted`` is the last line printed."""
+    while _OPEN_BARS:
+        _OPEN_BARS.pop().close()
+
+
 class _Bars:
     """Map the core's (phase, step, total) callback to one tqdm bar per phase."""
 
@@ -46,6 +55,11 @@ class _Bars:
         from tqdm import tqdm
 
         self._tqdm, self._bars = tqdm, {}
+        _OPEN_BARS.append(self)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
 
     def __call__(self, phase: str, step: int, total: int) -> None:
         bar = self._bars.get(phase)
@@ -324,11 +338,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
     )
     t0 = time.time()
     result = tune_and_edit(pipe, clip.frames, args.prompt, args.edit, cfg, _Bars())
-    written = write_edits(args.out_dir, args.edit, result.videos, args.fps or clip.fps)
-    if args.save_tuned:
+    if args.save_tuned:  # first: the tuned weights are the expensive part to lose
         from .weights import save_tuned
 
         save_tuned(args.save_tuned, result.pipeline)
+    written = write_edits(args.out_dir, args.edit, result.videos, args.fps or clip.fps)
     print(json.dumps({"written": written, "seconds": round(time.time() - t0, 1)}))
 
 
@@ -448,9 +462,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt:
+        _close_bars()
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        _close_bars()
         warnings.showwarning = _ORIGINAL_SHOWWARNING
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -465,14 +481,22 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     except (ValueError, OSError) as e:  # InputError, NonFiniteError, CheckpointError, WriteError, missing files
         if _SIGINT_SEEN:
             raise KeyboardInterrupt from None
+        _close_bars()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except torch.OutOfMemoryError:
+        if _SIGINT_SEEN:
+            raise KeyboardInterrupt from None
+        _close_bars()
         print(
             "error: out of memory: lower --frames, --width/--height, or use a device with more memory",
             file=sys.stderr,
         )
         return 2
+    except Exception:
+        if _SIGINT_SEEN:  # a lazy import or a child process turned Ctrl-C into another error
+            raise KeyboardInterrupt from None
+        raise
     return 0
 
 

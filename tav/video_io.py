@@ -148,11 +148,16 @@ def check_frame_count(got: int, want: Optional[int], total: int, start: int, str
         best = (total - 1 - start) // max(1, (want or 2) - 1)
         raise ValueError(
             f"start={start} and stride={stride} reach only 1 frame of the {total} in {source!r}; "
-            f"use stride {max(1, best)} or less, or an earlier start"
+            f"use stride {max(1, best)} or less" + (", or an earlier start" if start > 0 else "")
         )
     if want is not None and got < want:
         best = (total - 1 - start) // max(1, want - 1)
-        fix = f"use stride {best} or less" if best >= 1 else "use an earlier start or a longer clip"
+        if 1 <= best < stride:
+            fix = f"use stride {best} or less"
+        elif start > 0 and (total - 1) // max(1, want - 1) >= 1:
+            fix = "use an earlier start"
+        else:
+            fix = f"ask for at most {got} frames or use a longer clip"
         warn(
             f"asked for {want} frames but {source!r} has {total}: start={start}, stride={stride} give only {got}; "
             f"continuing with {got} frames ({fix} to get {want})"

@@ -110,10 +110,15 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
     """Serialise in memory, then write through :func:`tav.atomic.atomic_output` (umask, no partial file)."""
     data = save(tensors, metadata=meta)
     with atomic_output(path, ".safetensors") as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_file(tmp, data)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """The one place tuned weights and latents hit the disk (so a full disk raises a plain OSError here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_latents(path: str | os.PathLike, latents: torch.Tensor, meta: Optional[dict[str, str]] = None) -> None:
