@@ -167,7 +167,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "those can run arbitrary code, so it is only read with torch.load(weights_only=True), which "
             f"rejected it ({reason}). Use the model's .safetensors release, or convert the file to "
             ".safetensors with a tool you trust, in an environment you are willing to expose to it."
-        ) from e
+        ) from None  # torch's own text advises allow-listing the offending global: never show that
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, IndexError, KeyError) as e:
         # any unpickling failure lands here: weights_only=True never executes code, so the cause is damage
         raise CheckpointError(
