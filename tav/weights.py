@@ -152,7 +152,8 @@ def load_latents(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]
         meta = f.metadata() or {}
         if meta.get("format") != "tav-latents/1":
             raise InputError(
-                f"{path} is not a latents file written by `python -m tav invert` (no tav-latents/1 format)"
+                f"{path} is not a latents file (format {meta.get('format')!r}); pass the file written by "
+                "`python -m tav invert`"
             )
         if "latents" not in set(f.keys()):
             raise InputError(f"{path} has no 'latents' tensor: it is damaged; re-run `python -m tav invert`")

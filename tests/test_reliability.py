@@ -300,3 +300,44 @@ def test_ctrl_c_is_one_line(cli_env, tmp_path: Path, when: str) -> None:
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert last == "interrupted", err
     assert files_under(out) == set()
+
+
+# --- pickles in the library's other weight readers ---------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["pth-file", "tav-unet-bin", "sharded-bin", "config-pretrained"])
+def test_pickle_payload_never_runs(tmp_path: Path, layout: str) -> None:
+    import json
+
+    from tav.checkpoints import CheckpointError, load_pipeline, load_unet_state_dict, read_state_dict
+    from tav.reference_config import run_reference_config
+
+    from .bad_inputs import evil_pickle
+
+    marker = tmp_path / "PWNED"
+    with pytest.raises(CheckpointError, match=r"refused to load .*only read with torch\.load\(weights_only=True\)"):
+        if layout == "pth-file":
+            read_state_dict(evil_pickle(tmp_path / "w.pth", marker))
+        elif layout == "tav-unet-bin":
+            unet = tmp_path / "tav" / "unet"
+            evil_pickle(unet / "diffusion_pytorch_model.bin", marker)
+            (unet / "config.json").write_text(json.dumps({"_class_name": "UNet3DConditionModel"}))
+            load_unet_state_dict(tmp_path / "tav")
+        elif layout == "sharded-bin":
+            unet = tmp_path / "sharded" / "unet"
+            evil_pickle(unet / "diffusion_pytorch_model-00001-of-00001.bin", marker)
+            index = {"weight_map": {"w": "diffusion_pytorch_model-00001-of-00001.bin"}}
+            (unet / "diffusion_pytorch_model.bin.index.json").write_text(json.dumps(index))
+            load_unet_state_dict(tmp_path / "sharded")
+        else:
+            evil_pickle(tmp_path / "model.ckpt", marker)
+            cfg = ROOT.parent / "shared" / "reference" / "configs" / "man-skiing.yaml"
+            small = {"train_data.n_sample_frames": "2", "validation_data.video_length": "2", "train_data.width": "64",
+                     "train_data.height": "64"}  # fmt: skip
+            run_reference_config(
+                cfg, pretrained=str(tmp_path / "model.ckpt"), output_dir=str(tmp_path / "out"), overrides=small
+            )
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_pipeline(evil_pickle(tmp_path / "m.bin", marker))
+    assert not marker.exists()
