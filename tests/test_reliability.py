@@ -202,13 +202,14 @@ def test_written_files_honour_the_umask(pipe, tmp_path: Path, mask: int) -> None
     old = os.umask(mask)
     try:
         weights.save_latents(tmp_path / "l.safetensors", torch.zeros(1, 4, 2, 8, 8))
+        weights.save_tuned(tmp_path / "t.safetensors", pipe)
         write_video(tmp_path / "v.mp4", torch.rand(2, 16, 16, 3), 8)
         write_video(tmp_path / "v.gif", torch.rand(2, 16, 16, 3), 8)
     finally:
         os.umask(old)
-    for name in ("l.safetensors", "v.mp4", "v.gif"):
+    for name in ("l.safetensors", "t.safetensors", "v.mp4", "v.gif"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
-    assert sorted(files_under(tmp_path)) == ["l.safetensors", "v.gif", "v.mp4"]
+    assert sorted(files_under(tmp_path)) == ["l.safetensors", "t.safetensors", "v.gif", "v.mp4"]
 
 
 def _enospc_after_half(real):  # noqa: ANN001, ANN202
