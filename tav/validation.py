@@ -24,12 +24,11 @@ the memory the device has, and says what would fit. ``TAV_MEMORY_BUDGET_GB`` ove
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 __all__ = [
@@ -38,14 +37,17 @@ __all__ = [
     "TavWarning",
     "check_device",
     "check_finite_tensor",
+    "check_finite_tensors",
     "check_input_file",
     "check_job_size",
     "check_number",
     "check_output_dir",
     "check_output_file",
+    "check_pipeline_job",
     "check_seed",
     "estimate_job_bytes",
     "memory_budget",
+    "module_bytes",
     "os_error_message",
     "warn",
 ]
@@ -249,14 +251,6 @@ def check_finite_tensors(tensors: Mapping[str, Any], where: str, *, hint: str = 
     """Check every tensor of a state dict; the message names the first bad tensor and ``where`` it came from."""
     for key, value in tensors.items():
         check_finite_tensor(value, f"{where}: tensor {key!r}", hint=hint)
-
-
-@contextlib.contextmanager
-def no_warnings_as_errors() -> Iterator[None]:
-    """Make sure :class:`TavWarning` is shown, not raised (pytest ``-W error`` or user filters)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", TavWarning)
-        yield
 
 
 # --- job size ------------------------------------------------------------------------------------
