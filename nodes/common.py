@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import folder_paths
 import torch
 
+from tav import validation
 from tav.progress import ProgressFn
 
 log = logging.getLogger("tuneavideo")
@@ -87,10 +91,12 @@ def check_interrupt() -> None:
 
 
 def size_error(width: Any, height: Any, multiple: int = 8) -> Optional[str]:
-    """A readable message when width/height are not positive multiples of ``multiple``."""
+    """A readable message when width/height are not positive multiples of ``multiple`` up to the widget max."""
     for name, v in (("width", width), ("height", height)):
         if v is None:
             continue
+        if int(v) > validation.MAX_SIDE:
+            return f"{name} must be at most {validation.MAX_SIDE}, got {v}"
         if int(v) < multiple or int(v) % multiple:
             ok = max(multiple, int(v) // multiple * multiple)
             return f"{name} must be a positive multiple of {multiple}, got {v} (try {ok})"
@@ -127,3 +133,46 @@ def conditioning_embeds(cond: Any) -> torch.Tensor:
 
 def widget_bool(value: Any) -> bool:
     return bool(value) and str(value).lower() not in ("false", "0", "no")
+
+
+def check(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[str]:
+    """Run a :mod:`tav.validation` check; its message (for VALIDATE_INPUTS), or None when it passes."""
+    try:
+        fn(*args, **kwargs)
+    except (ValueError, OSError) as e:
+        return str(e)
+    return None
+
+
+def number_error(name: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> Optional[str]:
+    """Range and finiteness of a widget named in VALIDATE_INPUTS (naming it turns ComfyUI's own min/max off)."""
+    if value is None:
+        return None
+    return check(validation.check_number, name, value, lo, hi, integer=integer)
+
+
+@contextlib.contextmanager
+def tav_warnings() -> Iterator[list[str]]:
+    """Collect tav's warnings (fewer frames than asked, a truncated prompt): logged, and returned for the node UI."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", validation.TavWarning)
+        yield found
+    for w in caught:
+        if issubclass(w.category, validation.TavWarning):
+            log.warning("Tune-A-Video: %s", w.message)
+            found.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def with_ui(result: tuple, messages: list[str]) -> Any:
+    """A node's return value, with its warnings shown in the UI (and recorded in /history) when there are any."""
+    if not messages:
+        return result
+    return {"ui": {"text": [f"warning: {m}" for m in messages]}, "result": result}
+
+
+def check_job(pipe: Any, frames: int, height: int, width: int, kind: str) -> None:
+    """Refuse up front a job that cannot fit the device's memory (the message says what would)."""
+    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from tav.pipeline import Pipeline
 
-from .common import CATEGORY, PIPELINE
+from .common import CATEGORY, PIPELINE, first_error, number_error
 
 #: socket type carrying a :class:`tav.control.Control`
 CONTROL = "TAV_CONTROL"
@@ -66,7 +68,16 @@ class TAV_ControlNet:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, start_percent: float = 0.0, end_percent: float = 1.0) -> bool | str:
+    def VALIDATE_INPUTS(
+        cls, start_percent: float = 0.0, end_percent: float = 1.0, strength: Optional[float] = None
+    ) -> bool | str:
+        bad = first_error(
+            number_error("strength", strength, 0, 10),
+            number_error("start_percent", start_percent, 0, 1),
+            number_error("end_percent", end_percent, 0, 1),
+        )
+        if bad is not True:
+            return bad
         if start_percent > end_percent:
             return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
         return True

@@ -13,11 +13,15 @@ from .common import (
     INVERTED,
     PIPELINE,
     check_interrupt,
+    check_job,
     conditioning_embeds,
     first_error,
     log,
+    number_error,
     progress,
     size_error,
+    tav_warnings,
+    with_ui,
 )
 
 
@@ -65,16 +69,18 @@ class TAV_DDIMInvert:
             },
         }
 
-    def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> tuple[dict]:
+    def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> Any:
         from tav import ddim, inflation
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             raise ValueError("DDIM Invert needs an inflated (tuned) pipeline: connect Tune or Load Tuned")
         frames = frames[..., :3]
-        latents = pipeline.encode_video(frames)
-        embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
-        noise = ddim.invert(pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"))
+        check_job(pipeline, *frames.shape[:3], "invert")
+        with tav_warnings() as warned:
+            latents = pipeline.encode_video(frames, callback=progress("encode"))
+            embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
+            noise = ddim.invert(pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"))
         f, h, w, _ = frames.shape
         out = {
             "latents": noise.detach().to("cpu", torch.float32),
@@ -84,7 +90,7 @@ class TAV_DDIMInvert:
             "height": int(h),
             "width": int(w),
         }
-        return (out,)
+        return with_ui((out,), warned)
 
 
 class TAV_Sample:
@@ -214,8 +220,17 @@ class TAV_Sample:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width: Optional[int] = None, height: Optional[int] = None) -> bool | str:
-        return first_error(size_error(width, height))
+    def VALIDATE_INPUTS(
+        cls,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+        cfg: Optional[float] = None,
+        eta: Optional[float] = None,
+    ) -> bool | str:
+        # cfg/eta are named so that NaN/inf (which pass ComfyUI's min/max comparisons) are refused here
+        return first_error(
+            size_error(width, height), number_error("cfg", cfg, 0.0, 100.0), number_error("eta", eta, 0.0, 1.0)
+        )
 
     def sample(
         self,
@@ -233,19 +248,25 @@ class TAV_Sample:
         positive: Any = None,
         negative: Any = None,
         control: Any = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> Any:
         from tav import ddim, inflation
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             raise ValueError("Sample needs an inflated (tuned) pipeline: connect Tune, Load Tuned or Inflate")
+        if inverted is not None:
+            _, _, f, h, w = inverted["latents"].shape
+            check_job(pipeline, f, h * pipeline.latent_factor, w * pipeline.latent_factor, "sample")
+        else:
+            check_job(pipeline, frames, height, width, "sample")
         dev = pipeline.device
-        cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
-        neg = None
-        if negative is not None:
-            neg = conditioning_embeds(negative)
-        elif negative_prompt.strip():
-            neg = pipeline.encode_prompt(negative_prompt)
+        with tav_warnings() as warned:
+            cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
+            neg = None
+            if negative is not None:
+                neg = conditioning_embeds(negative)
+            elif negative_prompt.strip():
+                neg = pipeline.encode_prompt(negative_prompt)
         dtype = next(pipeline.text_encoder.parameters()).dtype
         cond = cond.to(dev, dtype)
         neg = neg.to(dev, dtype) if neg is not None else None
@@ -271,6 +292,6 @@ class TAV_Sample:
             callback=progress("sample"),
             control=control,
         )
-        images = pipeline.decode_latents(latents)
+        images = pipeline.decode_latents(latents, callback=progress("decode"))
         stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale
-        return (images, {"samples": stock.contiguous()})
+        return with_ui((images, {"samples": stock.contiguous()}), warned)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -17,9 +17,14 @@ from .common import (
     PIPELINE,
     PRECISIONS,
     check_interrupt,
+    check_job,
+    first_error,
     free_comfy_memory,
     log,
+    number_error,
     progress,
+    tav_warnings,
+    with_ui,
 )
 
 DEFAULT_MODULES = "attn1.to_q, attn2.to_q, attn_temp"
@@ -158,10 +163,12 @@ class TAV_Tune:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, trainable_modules: Optional[str] = None) -> bool | str:
+    def VALIDATE_INPUTS(
+        cls, trainable_modules: Optional[str] = None, learning_rate: Optional[float] = None
+    ) -> bool | str:
         if trainable_modules is not None and not parse_modules_safe(trainable_modules):
             return "trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES
-        return True
+        return first_error(number_error("learning_rate", learning_rate, 1e-8, 1e-2))
 
     def tune(
         self,
@@ -174,17 +181,19 @@ class TAV_Tune:
         trainable_modules: str,
         precision: str,
         gradient_checkpointing: bool,
-    ) -> tuple[Pipeline, torch.Tensor]:
+    ) -> Any:
         from tav import inflation, tuning
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             log.info("Tune-A-Video: inflating the 2-D pipeline with default settings before tuning")
             pipeline = inflation.inflate(pipeline)
-        free_comfy_memory()
         frames = frames[..., :3]
-        latents = pipeline.encode_video(frames)
-        embeds = pipeline.encode_prompt(prompt)
+        check_job(pipeline, *frames.shape[:3], "tune")
+        free_comfy_memory()
+        with tav_warnings() as warned:
+            latents = pipeline.encode_video(frames, callback=progress("encode"))
+            embeds = pipeline.encode_prompt(prompt)
         modules = parse_modules(trainable_modules)
         config = tuning.TuneConfig(
             steps=steps,
@@ -195,7 +204,7 @@ class TAV_Tune:
             gradient_checkpointing=gradient_checkpointing,
         )
         result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"), prompt=prompt)
-        return (result.pipeline, loss_curve_image(result.losses))
+        return with_ui((result.pipeline, loss_curve_image(result.losses)), warned)
 
 
 def parse_modules_safe(text: str) -> tuple[str, ...]:

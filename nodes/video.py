@@ -9,9 +9,19 @@ from typing import Any, Optional
 import folder_paths
 import torch
 
-from tav import video_io
+from tav import validation, video_io
 
-from .common import CATEGORY, VIDEO_EXTS, first_error, size_error
+from .common import (
+    CATEGORY,
+    VIDEO_EXTS,
+    check,
+    first_error,
+    number_error,
+    progress,
+    size_error,
+    tav_warnings,
+    with_ui,
+)
 
 RESIZE_MODES = list(video_io.RESIZE_MODES)
 #: playback rate reported when frames come from an IMAGE input (no file to read it from)
@@ -181,15 +191,23 @@ class TAV_LoadVideo:
         cls,
         input_types: Optional[dict] = None,
         video: Optional[str] = None,
+        n_frames: Optional[int] = None,
         width: Optional[int] = None,
         height: Optional[int] = None,
+        resize: Optional[str] = None,
         path: Optional[str] = None,
     ) -> bool | str:
-        # n_frames/start/stride keep ComfyUI's own min/max checks (inputs named here lose them)
+        # start/stride keep ComfyUI's own min/max checks (inputs named here lose them, so n_frames is checked here)
         file_error = None
         if "images" not in (input_types or {}):
             _, file_error = resolve_video(video, path)
-        return first_error(size_error(width, height), file_error)
+        size = size_error(width, height)
+        frames = number_error("n_frames", n_frames, 1, validation.MAX_FRAMES, integer=True)
+        job = None
+        if not (size or frames) and None not in (n_frames, width, height) and resize != "none":
+            # refuse up front what cannot fit in memory: decoding it would take the server down
+            job = check(validation.check_job_size, int(n_frames), int(height), int(width), kind="load")
+        return first_error(frames, size, job, file_error)
 
     @classmethod
     def IS_CHANGED(cls, video: Optional[str] = None, path: Optional[str] = None, **_: Any) -> str:
@@ -210,20 +228,36 @@ class TAV_LoadVideo:
         resize: str,
         images: Optional[torch.Tensor] = None,
         path: str = "",
-    ) -> tuple[torch.Tensor, int, float]:
-        if images is not None:
-            picked = images[start::stride][:n_frames]
-            if picked.shape[0] == 0:
-                raise ValueError(f"start {start} is past the last of the {images.shape[0]} input frames")
-            frames = video_io.resize_frames(picked[..., :3], width, height, resize)
-            return (frames, int(frames.shape[0]), IMAGES_FPS / stride)
-        full, err = resolve_video(video, path)
-        if err:
-            raise ValueError(err)
-        clip = video_io.read_video(
-            full, n_frames=n_frames, start=start, stride=stride, width=width, height=height, resize=resize
-        )
-        return (clip.frames, int(clip.frames.shape[0]), float(clip.fps))
+    ) -> Any:
+        with tav_warnings() as warned:
+            if images is not None:
+                frames = video_io.sample_frames(
+                    images,
+                    n_frames=n_frames,
+                    start=start,
+                    stride=stride,
+                    width=width,
+                    height=height,
+                    resize=resize,
+                    callback=progress("load"),
+                )
+                fps = IMAGES_FPS / stride
+            else:
+                full, err = resolve_video(video, path)
+                if err:
+                    raise ValueError(err)
+                clip = video_io.read_video(
+                    full,
+                    n_frames=n_frames,
+                    start=start,
+                    stride=stride,
+                    width=width,
+                    height=height,
+                    resize=resize,
+                    callback=progress("load"),
+                )
+                frames, fps = clip.frames, float(clip.fps)
+        return with_ui((frames, int(frames.shape[0]), fps), warned)
 
 
 class TAV_SaveVideo:
@@ -269,12 +303,16 @@ class TAV_SaveVideo:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps: Optional[float] = None) -> bool | str:
+        return first_error(number_error("fps", fps, 0.1, 240.0))
+
     def save(self, images: torch.Tensor, fps: float, format: str, filename_prefix: str) -> dict:  # noqa: A002
         out_dir = folder_paths.get_output_directory()
         f, h, w, _ = images.shape
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, w, h)
         os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}_.{format}"
-        video_io.write_video(os.path.join(folder, filename), images[..., :3], fps)
+        video_io.write_video(os.path.join(folder, filename), images[..., :3], fps, callback=progress("save"))
         result = {"filename": filename, "subfolder": subfolder, "type": "output"}
         return {"ui": {"images": [result], "animated": (True,), "frames": [int(f)]}}

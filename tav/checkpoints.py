@@ -19,9 +19,9 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -48,6 +48,7 @@ from .ldm_convert import (
     vae_from_ldm,
 )
 from .pipeline import Pipeline
+from .validation import check_finite_tensor
 from .weights import fingerprint
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "read_state_dict",
 ]
 
+_T = TypeVar("_T")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 #: official Tune-A-Video UNet block names -> the stock diffusers 2-D blocks they inflate
@@ -98,7 +100,8 @@ def load_pipeline(
     if p.is_dir():
         pipe = _load_diffusers_folder(p, prediction_type, dtype)
     else:
-        pipe = _pipeline_from_ldm(read_state_dict(p), prediction_type=prediction_type, source=str(p), dtype=dtype)
+        sd = read_state_dict(p)
+        pipe = _loading(p, lambda: _pipeline_from_ldm(sd, prediction_type=prediction_type, source=str(p), dtype=dtype))
     return _finish(pipe, device)
 
 
@@ -142,10 +145,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {p}")
         try:
             return load_file(str(p), device="cpu")
-        except SafetensorError as e:
-            raise CheckpointError(f"{p} is not a readable .safetensors file ({e})") from e
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{p} is not a readable .safetensors file ({_first_line(e)}): it may be truncated or not a "
+                "safetensors file; download or convert it again"
+            ) from None
     if suffix not in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"unsupported checkpoint file type {suffix!r} ({p}): use .safetensors (or legacy .ckpt/.pt/.bin)"
@@ -161,9 +169,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "those can run arbitrary code, so it is only read with torch.load(weights_only=True), which "
             f"rejected it ({reason}). Use the model's .safetensors release, or convert the file to "
             ".safetensors with a tool you trust, in an environment you are willing to expose to it."
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({e})") from e
+        ) from None  # torch's own text advises allow-listing the offending global: never show that
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, IndexError, KeyError) as e:
+        # any unpickling failure lands here: weights_only=True never executes code, so the cause is damage
+        raise CheckpointError(
+            f"{p} is not a readable PyTorch checkpoint ({_first_line(e)}): it may be truncated or damaged; "
+            "use the model's .safetensors release"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # Lightning-style {"state_dict": ..., "global_step": ...}
     if not isinstance(obj, dict):
@@ -182,15 +194,18 @@ def is_tav_checkpoint(folder: str | os.PathLike) -> bool:
     cfg_path = unet_dir / "config.json"
     if not cfg_path.is_file():
         return False
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_json(cfg_path)
     if cfg.get("_class_name") != "UNet3DConditionModel":
         return False
     if cfg.get("mid_block_type") == "UNetMidBlock3DCrossAttn":
         return True
     for f in sorted(unet_dir.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as h:
-            if any(_is_temporal(k) for k in h.keys()):
-                return True
+        try:
+            with safe_open(str(f), framework="pt") as h:
+                if any(_is_temporal(k) for k in h.keys()):
+                    return True
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{f} is not a readable .safetensors file ({_first_line(e)})") from None
     return False
 
 
@@ -209,9 +224,13 @@ def load_unet_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
         if stem in names:
             return read_state_dict(unet_dir / stem)
         if f"{stem}.index.json" in names:
-            index = json.loads((unet_dir / f"{stem}.index.json").read_text())
+            index = read_json(unet_dir / f"{stem}.index.json")
+            if not isinstance(index.get("weight_map"), dict):
+                raise CheckpointError(f"{unet_dir / (stem + '.index.json')} has no weight_map: it is damaged")
             sd: dict[str, torch.Tensor] = {}
             for shard in sorted(set(index["weight_map"].values())):
+                if not isinstance(shard, str) or os.path.basename(shard) != shard:
+                    raise CheckpointError(f"{unet_dir}: shard name {shard!r} in the index is not a plain file name")
                 sd.update(read_state_dict(unet_dir / shard))
             return sd
     variant = _variant(unet_dir).get("variant")
@@ -223,6 +242,54 @@ def load_unet_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 # -- internals ---------------------------------------------------------------------------------
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(e).__name__
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a model folder; one message naming the file when it is missing or malformed."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({_first_line(e)}): the model folder is damaged") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def _loading(folder: Path, load: Callable[[], _T]) -> _T:
+    """Run a diffusers/transformers loader; its many failure types become one message naming the folder."""
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+        raise CheckpointError(
+            f"cannot load {folder} ({_first_line(e)}): the model folder is incomplete or damaged; "
+            "download or convert it again"
+        ) from None
+
+
+def _check_pickles(folder: Path) -> None:
+    """Read every legacy pickled weight file of a diffusers sub-folder with ``weights_only=True`` first,
+    so a malicious ``.bin`` is refused by our loader (one message) before diffusers/transformers see it."""
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in PICKLE_SUFFIXES:
+            read_state_dict(f)
+
+
+def _check_finite(pipe: Pipeline) -> None:
+    """NaN/inf weights give black or noise videos reported as success: refuse them, naming the tensor."""
+    for part in ("unet", "vae", "text_encoder"):
+        for name, p in getattr(pipe, part).named_parameters():
+            check_finite_tensor(
+                p.detach(), f"{pipe.source or 'the checkpoint'}: {part} weight {name!r}", hint="the file is corrupted"
+            )
 
 
 def _check_prediction_type(prediction_type: Optional[str]) -> None:
@@ -242,6 +309,7 @@ def _unet_dir(folder: Path) -> Path:
 
 def _finish(pipe: Pipeline, device: str | torch.device) -> Pipeline:
     """Move to ``device``, freeze (tuning unfreezes what it trains), fingerprint. Models already have their dtype."""
+    _check_finite(pipe)
     for model in (pipe.unet, pipe.vae, pipe.text_encoder):
         model.to(device)
         model.eval()
@@ -301,7 +369,13 @@ def _load_diffusers_folder(folder: Path, prediction_type: Optional[str], dtype: 
                 "; this holds only a Tune-A-Video UNet: load its base model with load_pipeline(), then "
                 "tav.inflation.load_reference_unet(pipe, load_unet_state_dict(folder))"
             )
+        hint = hint or "; pass a diffusers Stable Diffusion folder or a single-file .safetensors checkpoint"
         raise CheckpointError(f"{folder} is not a diffusers pipeline folder (no model_index.json){hint}")
+    read_json(folder / "model_index.json")
+    for name in ("unet", "vae", "text_encoder"):
+        sub = _subfolder(folder, name)
+        _check_pickles(sub)
+        read_json(sub / "config.json")
     unet_dir = _subfolder(folder, "unet")
     # without accelerate diffusers warns that it loads the slow way; measured on an SD1.5-sized UNet that
     # costs 0.6 s of 2.8 s and no extra memory, so accelerate is not a dependency and the warning is moot
@@ -309,20 +383,32 @@ def _load_diffusers_folder(folder: Path, prediction_type: Optional[str], dtype: 
     if is_tav_checkpoint(folder):
         unet = _tav_unet_2d(unet_dir, dtype)
     else:
-        unet = UNet2DConditionModel.from_pretrained(str(unet_dir), torch_dtype=dtype, **quiet, **_variant(unet_dir))
+        unet = _loading(
+            unet_dir,
+            lambda: UNet2DConditionModel.from_pretrained(
+                str(unet_dir), torch_dtype=dtype, **quiet, **_variant(unet_dir)
+            ),
+        )
     vae_dir = _subfolder(folder, "vae")
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=dtype, **quiet, **_variant(vae_dir))
+    vae = _loading(
+        vae_dir,
+        lambda: AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=dtype, **quiet, **_variant(vae_dir)),
+    )
     te_dir = _subfolder(folder, "text_encoder")
     with no_progress_bars():
-        text_encoder = CLIPTextModel.from_pretrained(str(te_dir), local_files_only=True, **_variant(te_dir)).to(dtype)
+        text_encoder = _loading(
+            te_dir,
+            lambda: CLIPTextModel.from_pretrained(str(te_dir), local_files_only=True, **_variant(te_dir)).to(dtype),
+        )
     sd2 = text_encoder.config.hidden_size == 1024
     sched_path = folder / "scheduler" / "scheduler_config.json"
-    found = json.loads(sched_path.read_text()) if sched_path.is_file() else {}
+    found = read_json(sched_path) if sched_path.is_file() else {}
+    tokenizer = _loading(folder / "tokenizer", lambda: _tokenizer(sd2, folder / "tokenizer"))
     return Pipeline(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=_tokenizer(sd2, folder / "tokenizer"),
+        tokenizer=tokenizer,
         scheduler_config=_scheduler_config(found, "epsilon", prediction_type),
         source=str(folder),
     )
@@ -330,7 +416,7 @@ def _load_diffusers_folder(folder: Path, prediction_type: Optional[str], dtype: 
 
 def _tav_unet_2d(unet_dir: Path, dtype: torch.dtype) -> UNet2DConditionModel:
     """The 2-D UNet inside an official Tune-A-Video UNet (3-D block names rewritten, temporal keys left out)."""
-    config = json.loads((unet_dir / "config.json").read_text())
+    config = read_json(unet_dir / "config.json")
     for field in ("down_block_types", "up_block_types"):
         config[field] = [_block_2d(b) for b in config[field]]
     config["mid_block_type"] = _block_2d(config.get("mid_block_type") or "UNetMidBlock3DCrossAttn")

@@ -1,7 +1,10 @@
 """``python -m tav``: tune, invert, sample, edit, run an official config, or the demo.
 
 Every subcommand works offline on a local model (a diffusers folder or a single-file SD 1.x/2.x
-checkpoint). Progress goes to tqdm; Ctrl-C stops cleanly between steps.
+checkpoint). Progress goes to tqdm. Every setting, input and output location is checked before any
+model is loaded (:mod:`tav.validation`); bad input ends with one ``error:`` line and exit status 2,
+approximate requests with a ``warning:`` line, Ctrl-C with one ``interrupted`` line (status 130);
+outputs are written atomically, so none of these leaves a partial file.
 """
 
 from __future__ import annotations
@@ -9,23 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from . import ddim
+from . import validation as v
 from .editing import EditConfig, tune_and_edit, write_edits
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, TuneConfig
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return v.check_device(name)
 
 
 def _load(model: str, device: torch.device, prediction_type: Optional[str]) -> Pipeline:
@@ -35,6 +39,15 @@ def _load(model: str, device: torch.device, prediction_type: Optional[str]) -> P
     return load_pipeline(model, device=device, dtype=dtype, prediction_type=prediction_type)
 
 
+_OPEN_BARS: list[_Bars] = []
+
+
+def _close_bars() -> None:
+    """Finish every progress bar, so an error or ``interrupted`` is the last line printed."""
+    while _OPEN_BARS:
+        _OPEN_BARS.pop().close()
+
+
 class _Bars:
     """Map the core's (phase, step, total) callback to one tqdm bar per phase."""
 
@@ -42,6 +55,11 @@ class _Bars:
         from tqdm import tqdm
 
         self._tqdm, self._bars = tqdm, {}
+        _OPEN_BARS.append(self)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
 
     def __call__(self, phase: str, step: int, total: int) -> None:
         bar = self._bars.get(phase)
@@ -136,13 +154,71 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None, help="output fps (default: the sampled clip's)")
 
 
+# --- up-front checks (no model loaded, nothing decoded) ----------------------------------------
+
+
+def _check_model(args: argparse.Namespace) -> None:
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"model not found: {args.model} (a diffusers folder or a .safetensors file)")
+    args.device = str(_device(args.device))
+
+
+def _check_video(args: argparse.Namespace) -> None:
+    v.check_input_file(args.video, "video file")
+    frames = v.check_number("--frames", args.frames, -1, v.MAX_FRAMES, integer=True, hint="0 or -1 = every frame")
+    v.check_number("--start", args.start, 0, integer=True)
+    v.check_number("--stride", args.stride, 1, 10_000, integer=True)
+    if args.resize != "none":
+        _check_size(args.width, args.height)
+        if frames > 0:
+            v.check_job_size(frames, args.height, args.width, kind="load")
+
+
+def _check_size(width: Any, height: Any) -> None:
+    for name, value in (("--width", width), ("--height", height)):
+        v.check_number(name, value, 8, v.MAX_SIDE, integer=True)
+        if value % 8:
+            raise v.InputError(f"{name} must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+
+
+def _check_tune(args: argparse.Namespace) -> None:
+    v.check_number("--steps", args.steps, 1, v.MAX_TUNE_STEPS, integer=True, hint="the paper uses 500")
+    v.check_number("--lr", args.lr, 1e-10, 1.0, hint="the paper uses 3e-5")
+    v.check_seed("--seed", args.seed)
+    if not args.trainable or not all(t.strip() for t in args.trainable):
+        raise v.InputError("--trainable needs module-name suffixes such as attn1.to_q attn2.to_q attn_temp")
+
+
+def _check_sampling(args: argparse.Namespace) -> None:
+    v.check_number("--sample-steps", args.sample_steps, 1, v.MAX_STEPS, integer=True, hint="the paper uses 50")
+    v.check_number("--inversion-steps", args.inversion_steps, 1, v.MAX_STEPS, integer=True, hint="the paper uses 50")
+    v.check_number("--cfg", args.cfg, 0, 100, hint="the paper uses 12.5; 1 disables guidance")
+    v.check_number("--eta", args.eta, 0, 1, hint="0 is deterministic DDIM (the paper), 1 adds DDPM-like noise")
+    v.check_seed("--sample-seed", args.sample_seed)
+    if args.fps is not None:
+        v.check_number("--fps", args.fps, 0.1, 240, hint="frames per second of the written videos")
+
+
+def _check_prompts(prompts: Sequence[str], flag: str) -> None:
+    for text in prompts:
+        if not isinstance(text, str) or "\x00" in text:
+            raise v.InputError(f"{flag} contains a NUL character; pass plain text")
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
 def cmd_tune(args: argparse.Namespace) -> None:
     from .inflation import inflate
     from .tuning import tune
     from .weights import save_tuned
 
+    v.check_output_file(args.out, exts=(".safetensors",), what="--out")
+    _check_model(args), _check_video(args), _check_tune(args), _check_prompts([args.prompt], "--prompt")
     clip = _read_clip(args)
     pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
+    f, h, w = clip.frames.shape[:3]
+    v.check_pipeline_job(pipe, f, h, w, "tune")
     cfg = _tune_config(args)
     result = tune(
         pipe,
@@ -179,10 +255,16 @@ def _tuned_or_inflated(args: argparse.Namespace) -> Pipeline:
 
 
 def cmd_invert(args: argparse.Namespace) -> None:
-    from .weights import save_latents
+    from .weights import read_metadata, save_latents
 
-    pipe = _tuned_or_inflated(args)
+    v.check_output_file(args.out, exts=(".safetensors",), what="--out")
+    _check_model(args), _check_video(args), _check_sampling(args), _check_prompts([args.prompt], "--prompt")
+    if args.tuned:
+        read_metadata(args.tuned)
     clip = _read_clip(args)
+    pipe = _tuned_or_inflated(args)
+    f, h, w = clip.frames.shape[:3]
+    v.check_pipeline_job(pipe, f, h, w, "invert")
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
     inv = ddim.invert(pipe, latents, steps=args.inversion_steps, prompt_embeds=embeds, callback=_Bars().phase("invert"))
@@ -191,10 +273,27 @@ def cmd_invert(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .weights import load_latents
+    from .weights import load_latents, read_metadata
 
-    pipe = _tuned_or_inflated(args)
+    v.check_output_dir(args.out_dir, what="--out-dir")
+    _check_model(args), _check_sampling(args), _check_prompts([*args.prompt, args.negative], "--prompt")
+    if args.tuned:
+        read_metadata(args.tuned)
     latents, meta = load_latents(args.latents) if args.latents else (None, {})
+    if latents is None:
+        v.check_number("--frames", args.frames, 1, v.MAX_FRAMES, integer=True)
+        _check_size(args.width, args.height)
+        f, h, w = args.frames, args.height, args.width
+    else:
+        f, h, w = latents.shape[2], latents.shape[3] * 8, latents.shape[4] * 8
+    v.check_job_size(f, h, w, kind="sample", device=args.device)
+    pipe = _tuned_or_inflated(args)
+    if latents is not None and latents.shape[1] != pipe.unet.config.in_channels:
+        raise v.InputError(
+            f"{args.latents} holds {latents.shape[1]}-channel latents but the model takes "
+            f"{pipe.unet.config.in_channels}; invert with this model"
+        )
+    v.check_pipeline_job(pipe, f, h, w, "sample")
     bars = _Bars()
     videos = []
     for i, text in enumerate(args.prompt):
@@ -218,8 +317,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
+    v.check_output_dir(args.out_dir, what="--out-dir")
+    if args.save_tuned:
+        v.check_output_file(args.save_tuned, exts=(".safetensors",), what="--save-tuned")
+    _check_model(args), _check_video(args), _check_tune(args), _check_sampling(args)
+    _check_prompts([args.prompt, *args.edit, args.negative], "--prompt/--edit")
     clip = _read_clip(args)
     pipe = _load(args.model, _device(args.device), args.prediction_type)
+    f, h, w = clip.frames.shape[:3]
+    v.check_pipeline_job(pipe, f, h, w, "tune")
     cfg = EditConfig(
         tune=_tune_config(args),
         inversion_steps=args.inversion_steps,
@@ -232,17 +338,23 @@ def cmd_edit(args: argparse.Namespace) -> None:
     )
     t0 = time.time()
     result = tune_and_edit(pipe, clip.frames, args.prompt, args.edit, cfg, _Bars())
-    written = write_edits(args.out_dir, args.edit, result.videos, args.fps or clip.fps)
-    if args.save_tuned:
+    if args.save_tuned:  # first: the tuned weights are the expensive part to lose
         from .weights import save_tuned
 
         save_tuned(args.save_tuned, result.pipeline)
+    written = write_edits(args.out_dir, args.edit, result.videos, args.fps or clip.fps)
     print(json.dumps({"written": written, "seconds": round(time.time() - t0, 1)}))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
     from .reference_config import run_reference_config
 
+    v.check_input_file(args.config, "config file")
+    if args.output_dir:
+        v.check_output_dir(args.output_dir, what="--output-dir")
+    for kv in args.set:
+        if "=" not in kv:
+            raise v.InputError(f"--set {kv!r} needs KEY=VALUE, e.g. max_train_steps=2")
     written = run_reference_config(
         args.config,
         pretrained=args.pretrained,
@@ -258,6 +370,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .shapes.demo import run_demo
 
+    v.check_output_dir(args.out_dir, what="--out-dir")
     run_demo(args.out_dir)
 
 
@@ -318,14 +431,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIGINT_SEEN = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C: remember it (a child process killed by the same signal may surface as another error)."""
+    global _SIGINT_SEEN
+    _SIGINT_SEEN = True
+    raise KeyboardInterrupt
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    if issubclass(category, v.TavWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_ORIGINAL_SHOWWARNING = warnings.showwarning
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; returns the exit status (0 ok, 2 bad input or failed write, 130 Ctrl-C)."""
+    previous = signal.getsignal(signal.SIGINT)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread: keep the default handler
+        previous = None
+    warnings.showwarning = _show_warning
+    try:
+        return _run(argv)
     except KeyboardInterrupt:
+        _close_bars()
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_bars()
+        warnings.showwarning = _ORIGINAL_SHOWWARNING
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", v.TavWarning)
+            args.func(args)
+    except (ValueError, OSError) as e:  # InputError, NonFiniteError, CheckpointError, WriteError, missing files
+        if _SIGINT_SEEN:
+            raise KeyboardInterrupt from None
+        _close_bars()
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        if _SIGINT_SEEN:
+            raise KeyboardInterrupt from None
+        _close_bars()
+        print(
+            "error: out of memory: lower --frames, --width/--height, or use a device with more memory",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception:
+        if _SIGINT_SEEN:  # a lazy import or a child process turned Ctrl-C into another error
+            raise KeyboardInterrupt from None
+        raise
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

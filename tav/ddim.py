@@ -17,6 +17,7 @@ from einops import rearrange
 from .control import Control, fold, residuals
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
+from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
 
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
@@ -134,6 +135,7 @@ def invert(
     _check_latents(latents)
     ac, ts, ratio, final = _schedule(pipe, steps)
     embeds = pipe.encode_prompt("") if prompt_embeds is None else prompt_embeds
+    check_finite_tensor(embeds, "the prompt embedding")
     embeds = embeds.expand(latents.shape[0], -1, -1)
     x = latents.float()
     path = [x]
@@ -142,6 +144,7 @@ def invert(
         a_cur = float(ac[cur]) if cur >= 0 else final
         out = predict(pipe, x, t, embeds).float()
         x = inversion_step(x, out, a_cur, float(ac[t]), pipe.prediction_type)
+        _check_step(x, "DDIM inversion", i + 1, steps)
         path.append(x)
         report(callback, i + 1, steps)
     return path if return_all else x
@@ -170,6 +173,9 @@ def sample(
     ``frames x height x width`` pixels. With eta 0 and given latents the result is deterministic.
     ``control`` adds a ControlNet with one hint per frame (to cond and uncond alike).
     """
+    check_number("guidance scale (cfg)", guidance_scale, 0, 1000, hint="the paper uses 12.5; 1 disables guidance")
+    check_number("eta", eta, 0, 1, hint="0 is deterministic DDIM, 1 is DDPM-like")
+    check_seed("seed", seed)
     device = pipe.device
     gen = torch.Generator("cpu").manual_seed(seed)
     if latents is None:
@@ -184,6 +190,9 @@ def sample(
     ac, ts, ratio, final = _schedule(pipe, steps)
     x = latents.to(device, torch.float32)
     cond = prompt_embeds[:1].to(device)
+    check_finite_tensor(cond, "the prompt embedding")
+    if negative_embeds is not None:
+        check_finite_tensor(negative_embeds, "the negative prompt embedding")
     guided = guidance_scale != 1.0
     if guided:
         uncond = (pipe.encode_prompt("") if negative_embeds is None else negative_embeds[:1]).to(device)
@@ -199,6 +208,7 @@ def sample(
         a_prev = float(ac[prev]) if prev >= 0 else final
         noise = torch.randn(x.shape, generator=gen).to(device) if eta > 0 else None
         x = ddim_step(x, out, float(ac[t]), a_prev, pipe.prediction_type, eta, noise)
+        _check_step(x, "sampling", i + 1, steps)
         report(callback, i + 1, steps)
     return x
 
@@ -206,3 +216,13 @@ def sample(
 def _check_latents(latents: torch.Tensor) -> None:
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"expected one video's latents shaped [1, C, frames, h, w], got {tuple(latents.shape)}")
+    check_finite_tensor(latents, "the starting latents", hint="they are corrupted; re-run the inversion")
+
+
+def _check_step(x: torch.Tensor, what: str, step: int, steps: int) -> None:
+    """Stop at the first step that produced NaN/inf instead of finishing with a black video."""
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(
+            f"{what} produced NaN/infinite values at step {step} of {steps}: the model or its settings diverge "
+            "(a huge cfg, fp16 overflow, damaged weights); lower cfg, use fp32 precision or reload the model"
+        )

@@ -19,6 +19,7 @@ from .inflation import inflate, is_inflated
 from .pipeline import Pipeline
 from .progress import ProgressFn
 from .tuning import TuneConfig, tune
+from .validation import MAX_STEPS, InputError, check_number, check_seed
 
 #: phase-aware progress: ``callback(phase, step, total)`` with phase "tune", "invert" or "sample:<i>"
 PhaseProgress = Callable[[str, int, int], None]
@@ -50,6 +51,23 @@ class EditResult:
     losses: list[float]
 
 
+def check_edit_config(config: EditConfig) -> None:
+    """Every number of an :class:`EditConfig` in range, before any compute (a bad cfg must not cost a tuning run)."""
+    t = config.tune
+    check_number("tuning steps", t.steps, 0, 100_000, integer=True, hint="the paper uses 500")
+    check_number("learning rate", t.lr, 1e-10, 1.0, hint="the paper uses 3e-5")
+    check_number("weight decay", t.weight_decay, 0, 10)
+    check_number("max grad norm", t.max_grad_norm, 0)
+    check_seed("tuning seed", t.seed)
+    check_number("inversion steps", config.inversion_steps, 1, MAX_STEPS, integer=True, hint="the paper uses 50")
+    check_number("sampling steps", config.steps, 1, MAX_STEPS, integer=True, hint="the paper uses 50")
+    check_number("guidance scale", config.guidance_scale, 0, 100, hint="the paper uses 12.5")
+    check_number("eta", config.eta, 0, 1, hint="0 is deterministic DDIM (the paper)")
+    check_seed("sampling seed", config.seed)
+    if config.norm not in ("video", "frame"):
+        raise InputError(f"norm must be 'video' or 'frame', got {config.norm!r}")
+
+
 def _phase(callback: Optional[PhaseProgress], name: str) -> Optional[ProgressFn]:
     return None if callback is None else (lambda step, total: callback(name, step, total))
 
@@ -66,6 +84,7 @@ def tune_and_edit(
 
     ``config.tune.steps == 0`` skips tuning (the "w/o tuning" ablation).
     """
+    check_edit_config(config)
     video = pipe if is_inflated(pipe) else inflate(pipe, norm=config.norm, attention=config.attention)
     latents = video.encode_video(frames)
     source_embeds = video.encode_prompt(prompt)

@@ -16,6 +16,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .progress import ProgressFn, report
+from .validation import check_finite_tensor, warn
+
 
 @dataclasses.dataclass
 class Pipeline:
@@ -65,6 +68,8 @@ class Pipeline:
         if isinstance(prompts, str):
             prompts = [prompts]
         max_length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+        for text in prompts:
+            _warn_if_truncated(self.tokenizer, text, max_length)
         tok = self.tokenizer(
             list(prompts),
             padding="max_length",
@@ -77,34 +82,71 @@ class Pipeline:
         return out[0]
 
     @torch.no_grad()
-    def encode_video(self, frames: torch.Tensor, sample: Optional[torch.Generator] = None) -> torch.Tensor:
+    def encode_video(
+        self,
+        frames: torch.Tensor,
+        sample: Optional[torch.Generator] = None,
+        callback: Optional[ProgressFn] = None,
+    ) -> torch.Tensor:
         """``[F, H, W, 3]`` in 0..1 -> scaled latents ``[1, C, F, h, w]``.
 
         Uses the posterior mean unless a generator is given (then one posterior sample, as the
-        reference drew, but once rather than every step).
+        reference drew, but once rather than every step). ``callback`` runs after every VAE chunk
+        (progress, and Cancel for long clips).
         """
         check_frames(frames, self.latent_factor)
+        check_finite_tensor(frames, "the input frames", hint="the frames come from a broken source")
         vae_param = next(self.vae.parameters())
-        x = frames.permute(0, 3, 1, 2).to(vae_param.device, vae_param.dtype) * 2 - 1
+        parts = frames.split(max(1, self.vae_batch))
         chunks = []
-        for part in x.split(max(1, self.vae_batch)):
-            dist = self.vae.encode(part).latent_dist
+        for i, part in enumerate(parts):
+            x = part.permute(0, 3, 1, 2).to(vae_param.device, vae_param.dtype) * 2 - 1
+            dist = self.vae.encode(x).latent_dist
             chunks.append(dist.mean if sample is None else dist.sample(sample))
-        lat = torch.cat(chunks) * self.vae_scale
-        return lat.permute(1, 0, 2, 3).unsqueeze(0).float()
+            report(callback, i + 1, len(parts))
+        lat = (torch.cat(chunks) * self.vae_scale).permute(1, 0, 2, 3).unsqueeze(0).float()
+        check_finite_tensor(
+            lat, "the VAE-encoded latents", hint=f"the VAE overflowed at {vae_param.dtype}; use fp32 precision"
+        )
+        return lat
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[1, C, F, h, w]`` (or ``[C, F, h, w]``) -> ``[F, H, W, 3]`` float in 0..1 on CPU."""
+    def decode_latents(self, latents: torch.Tensor, callback: Optional[ProgressFn] = None) -> torch.Tensor:
+        """Scaled latents ``[1, C, F, h, w]`` (or ``[C, F, h, w]``) -> ``[F, H, W, 3]`` float in 0..1 on CPU.
+
+        ``callback`` runs after every VAE chunk. Non-finite latents or decoded pixels raise instead of
+        becoming a black video.
+        """
+        check_finite_tensor(latents, "the latents to decode", hint="sampling diverged; check cfg and the inputs")
         if latents.ndim == 5:
             if latents.shape[0] != 1:
                 raise ValueError(f"decode_latents takes one video at a time, got a batch of {latents.shape[0]}")
             latents = latents[0]
         vae_param = next(self.vae.parameters())
-        z = latents.permute(1, 0, 2, 3).to(vae_param.device, vae_param.dtype) / self.vae_scale
-        frames = [self.vae.decode(part).sample for part in z.split(max(1, self.vae_batch))]
-        x = torch.cat(frames).float().clamp(-1, 1) / 2 + 0.5
-        return x.permute(0, 2, 3, 1).cpu()
+        parts = latents.permute(1, 0, 2, 3).split(max(1, self.vae_batch))
+        frames = []
+        for i, part in enumerate(parts):
+            z = part.to(vae_param.device, vae_param.dtype) / self.vae_scale
+            x = self.vae.decode(z).sample.float()
+            check_finite_tensor(
+                x, "the VAE-decoded frames", hint=f"the VAE overflowed at {vae_param.dtype}; use fp32 precision"
+            )
+            frames.append((x.clamp(-1, 1) / 2 + 0.5).permute(0, 2, 3, 1).cpu())
+            report(callback, i + 1, len(parts))
+        return torch.cat(frames)
+
+
+def _warn_if_truncated(tokenizer: Any, text: str, max_length: int) -> None:
+    """Warn (not fail: SD always truncated) when a prompt is longer than the text encoder's window."""
+    ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
+    if len(ids) <= max_length:
+        return
+    kept = tokenizer.decode(ids[1 : max_length - 1], skip_special_tokens=True)
+    dropped = tokenizer.decode(ids[max_length - 1 : -1], skip_special_tokens=True)
+    warn(
+        f"prompt is {len(ids) - 2} tokens but the text encoder reads {max_length - 2}: ignored the end "
+        f"{dropped[:80]!r} (kept {kept[-40:]!r}); shorten the prompt to keep every word"
+    )
 
 
 def check_frames(frames: torch.Tensor, multiple: int = 8) -> None:

@@ -15,8 +15,9 @@ from typing import Any, Optional
 import torch
 import yaml
 
-from .editing import EditConfig, PhaseProgress, tune_and_edit, write_edits
+from .editing import EditConfig, PhaseProgress, check_edit_config, tune_and_edit, write_edits
 from .tuning import TuneConfig
+from .validation import check_output_dir
 
 
 def _set(cfg: dict, dotted: str, raw: str) -> None:
@@ -32,8 +33,13 @@ def _set(cfg: dict, dotted: str, raw: str) -> None:
 
 
 def load_reference_config(path: str | os.PathLike, overrides: Optional[dict[str, str]] = None) -> dict[str, Any]:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} is not a Tune-A-Video config: expected a YAML mapping")
     for key in ("pretrained_model_path", "train_data", "validation_data"):
         if key not in cfg:
             raise ValueError(f"{path} is not a Tune-A-Video config: it has no {key!r}")
@@ -98,6 +104,13 @@ def run_reference_config(
     if not os.path.exists(model):
         raise FileNotFoundError(f"model {model!r} not found locally; pass --pretrained PATH (no downloads here)")
     train, val = cfg["train_data"], cfg["validation_data"]
+    try:
+        ecfg = edit_config(cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{config_path}: a setting is not a number ({e})") from None
+    check_edit_config(ecfg)
+    out = Path(output_dir or cfg.get("output_dir", "outputs"))
+    check_output_dir(out)
     if int(val.get("video_length", train["n_sample_frames"])) != int(train["n_sample_frames"]):
         raise ValueError("validation_data.video_length must equal train_data.n_sample_frames (inverted latents)")
     clip = read_video(
@@ -110,9 +123,7 @@ def run_reference_config(
     )
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = load_pipeline(model, device=device, dtype=dtype)
-    ecfg = edit_config(cfg)
     result = tune_and_edit(pipe, clip.frames, train["prompt"], val["prompts"], ecfg, callback)
-    out = Path(output_dir or cfg.get("output_dir", "outputs"))
     written = write_edits(out / "samples", val["prompts"], result.videos, clip.fps, exts=(".gif",))
     save_tuned(out / "tuned.safetensors", result.pipeline)
     return [*written, str(out / "tuned.safetensors")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Optional
 
@@ -22,6 +23,7 @@ from .ddim import alphas_cumprod
 from .inflation import VideoUNet, share_weights_copy
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
+from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
 
 DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp")
 
@@ -99,6 +101,12 @@ def tune(
         raise ValueError(f"expected one clip's latents [1, C, frames, h, w], got {tuple(latents.shape)}")
     if config.steps < 1:
         raise ValueError("steps must be >= 1")
+    check_number("learning rate", config.lr, 0, 1, hint="the paper uses 3e-5")
+    check_number("weight decay", config.weight_decay, 0, 10)
+    check_number("max grad norm", config.max_grad_norm, 0)
+    check_seed("seed", config.seed)
+    check_finite_tensor(latents, "the clip's latents", hint="check the input frames")
+    check_finite_tensor(prompt_embeds, "the prompt embedding")
     with torch.inference_mode(False), torch.enable_grad():
         result = _tune(pipe, latents, prompt_embeds, config, callback)
     k = pipe.latent_factor
@@ -171,7 +179,13 @@ def _tune(
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f"tuning diverged: the loss became {value} at step {step + 1} of {config.steps}; lower the "
+                    f"learning rate (now {config.lr:g}), use fp32 precision, or check the clip and the model"
+                )
+            losses.append(value)
             report(callback, step + 1, config.steps)
     finally:
         if checkpointing:

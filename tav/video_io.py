@@ -18,17 +18,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
-import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
 import imageio_ffmpeg
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .atomic import WriteError, atomic_output
+from .progress import ProgressFn, report
+from .validation import (
+    NonFiniteError,
+    check_finite_tensor,
+    check_job_size,
+    check_output_file,
+    os_error_message,
+    warn,
+)
 
 PathLike = str | os.PathLike[str]
 #: ``[F, H, W, 3]`` float tensor/array in 0..1, or a uint8 tensor/array in 0..255.
@@ -67,25 +78,36 @@ def read_video(
     width: int = 512,
     height: int = 512,
     resize: str = "stretch",
+    callback: Optional[ProgressFn] = None,
 ) -> VideoClip:
     """Sample ``n_frames`` frames every ``stride`` frames from ``start`` and resize them.
 
-    ``n_frames`` 0 or -1 takes every frame the selection reaches; asking for more frames than the
-    clip has returns the ones that exist. ``resize``: ``"stretch"`` to exactly width x height (the
-    reference), ``"crop"`` scales to cover width x height keeping the aspect ratio and centre-crops,
-    ``"none"`` keeps the source size centre-cropped down to multiples of 8 (width/height unused).
+    ``n_frames`` 0 or -1 takes every frame the selection reaches. ``resize``: ``"stretch"`` to
+    exactly width x height (the reference), ``"crop"`` scales to cover width x height keeping the
+    aspect ratio and centre-crops, ``"none"`` keeps the source size centre-cropped down to multiples
+    of 8 (width/height unused). A clip that yields fewer frames than asked gives a
+    :class:`tav.validation.TavWarning`; one frame when more were asked (a still image, a stride past
+    the end) is an error. The job size is checked against the memory before decoding, and
+    ``callback(decoded, total)`` runs after every decoded frame (progress, and Cancel).
     """
     path = os.fspath(path)
     _check_read_args(n_frames, start, stride, width, height, resize)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such video file: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path!r} is empty (0 bytes): not a video; upload or copy it again")
     ext = os.path.splitext(path)[1].lower()
     source = _pillow_frames(path) if ext in PILLOW_READ_EXTS else _ffmpeg_frames(path)
+    want = None if n_frames in (0, -1) else n_frames
     with contextlib.closing(source):
-        source_fps, total = next(source)
+        source_fps, total, (w0, h0) = next(source)
         if total is not None and start >= total:
             raise ValueError(_start_message(total, start))
-        want = None if n_frames in (0, -1) else n_frames
+        reach = total if want is None else (start + stride * (want - 1) + 1)
+        out_w, out_h = (w0 - w0 % 8, h0 - h0 % 8) if resize == "none" else (width, height)
+        n_out = want if want is not None else (None if total is None else -(-(total - start) // stride))
+        if n_out:
+            check_job_size(n_out, out_h, out_w, kind="load")
         last = None if want is None else start + stride * (want - 1)
         picked = []
         decoded = 0
@@ -93,21 +115,86 @@ def read_video(
             decoded = index + 1
             if index >= start and (index - start) % stride == 0:
                 picked.append(_fit(frame, resize, width, height, path))
+            report(callback, decoded, reach or decoded)
             if index == last or (total is not None and decoded >= total):
                 break
         else:
             total = decoded  # reached the end of the stream: what decoded is the truth
     if not picked:
         if decoded == 0:
-            raise ValueError(f"{path!r} contains no decodable video frames")
+            raise ValueError(f"{path!r} contains no decodable video frames; check that it is a video file")
         raise ValueError(_start_message(decoded, start))
+    total = total if total is not None else decoded
+    check_frame_count(len(picked), want, total, start, stride, path)
     return VideoClip(
         frames=torch.stack(picked),
         fps=source_fps / stride,
         source_fps=source_fps,
-        source_frames=total if total is not None else decoded,
+        source_frames=total,
         path=path,
     )
+
+
+def check_frame_count(got: int, want: Optional[int], total: int, start: int, stride: int, source: str) -> None:
+    """The one rule for short selections: 1 frame when more were asked is an error, fewer frames a warning."""
+    if want is not None and got >= want:
+        return
+    if got == 1 and (want is None or want > 1):
+        if total == 1:
+            raise ValueError(
+                f"{source!r} holds a single frame: it is a still image, not a video; Tune-A-Video learns motion "
+                "from several frames, so give it a video (mp4, mov, webm, gif)"
+            )
+        best = (total - 1 - start) // max(1, (want or 2) - 1)
+        raise ValueError(
+            f"start={start} and stride={stride} reach only 1 frame of the {total} in {source!r}; "
+            f"use stride {max(1, best)} or less" + (", or an earlier start" if start > 0 else "")
+        )
+    if want is not None and got < want:
+        best = (total - 1 - start) // max(1, want - 1)
+        if 1 <= best < stride:
+            fix = f"use stride {best} or less"
+        elif start > 0 and (total - 1) // max(1, want - 1) >= 1:
+            fix = "use an earlier start"
+        else:
+            fix = f"ask for at most {got} frames or use a longer clip"
+        warn(
+            f"asked for {want} frames but {source!r} has {total}: start={start}, stride={stride} give only {got}; "
+            f"continuing with {got} frames ({fix} to get {want})"
+        )
+
+
+def sample_frames(
+    images: torch.Tensor,
+    *,
+    n_frames: int,
+    start: int,
+    stride: int,
+    width: int,
+    height: int,
+    resize: str,
+    callback: Optional[ProgressFn] = None,
+    source: str = "the input images",
+) -> torch.Tensor:
+    """:func:`read_video`'s selection and resize for frames already in memory (an IMAGE batch), frame by frame."""
+    _check_read_args(n_frames, start, stride, width, height, resize)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 1:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{source} must be frames [F, H, W, C], got {shape}")
+    total = int(images.shape[0])
+    if start >= total:
+        raise ValueError(_start_message(total, start))
+    want = None if n_frames in (0, -1) else n_frames
+    picked = images[start::stride][:want] if want else images[start::stride]
+    h0, w0 = picked.shape[1:3]
+    out_w, out_h = (w0 - w0 % 8, h0 - h0 % 8) if resize == "none" else (width, height)
+    check_job_size(picked.shape[0], out_h, out_w, kind="load")
+    check_frame_count(int(picked.shape[0]), want, total, start, stride, source)
+    out = []
+    for i in range(picked.shape[0]):
+        out.append(resize_frames(picked[i : i + 1, ..., :3], width, height, resize))
+        report(callback, i + 1, picked.shape[0])
+    return torch.cat(out)
 
 
 def write_video(
@@ -117,6 +204,7 @@ def write_video(
     *,
     quality: int | None = None,
     lossless: bool = False,
+    callback: Optional[ProgressFn] = None,
 ) -> str:
     """Encode ``frames`` ([F,H,W,3]) by the file extension and return the path written.
 
@@ -124,7 +212,8 @@ def write_video(
     maps linearly to x264 CRF 51..0 (default CRF 18). ``.webp``: animated WebP; ``quality`` 0..100
     (default 90), or ``lossless=True`` for exact pixels. ``.gif``: 256-colour palette per frame,
     loops forever; GIF stores delays in 1/100 s, so the rate is rounded (8 fps plays at 8.33) and
-    ``quality`` has no effect. Parent folders are created.
+    ``quality`` has no effect. Parent folders are created. ``callback(frame, total)`` runs per frame
+    (progress, and Cancel); the file is written atomically with umask permissions.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -136,6 +225,11 @@ def write_video(
         raise ValueError(f"quality must be in 0..100 (higher is better), got {quality!r}")
     if lossless and ext != ".webp":
         raise ValueError(f"lossless=True needs a .webp path; {ext} cannot store exact pixels")
+    check_output_file(path, exts=WRITE_EXTS, what="video file")
+    if isinstance(frames, torch.Tensor):
+        check_finite_tensor(frames, "the frames to write", hint="the upstream result is broken; nothing was written")
+    elif isinstance(frames, np.ndarray) and np.issubdtype(frames.dtype, np.floating) and not np.isfinite(frames).all():
+        raise NonFiniteError("the frames to write hold NaN/infinite values; nothing was written")
     data = frames_to_uint8(frames)
     if data.ndim != 4 or data.shape[-1] != 3 or data.shape[0] < 1:
         raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(data.shape)}")
@@ -145,17 +239,15 @@ def write_video(
             f"mp4 (H.264 yuv420p) needs even width and height, got {w}x{h}; "
             "crop or resize to even sizes, or write .webp/.gif"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem = os.path.basename(path)[: -len(ext)]
-    tmp = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}")
-    try:
-        _WRITERS[ext](tmp, data, fps, quality, lossless)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_output(path, ext) as tmp:
+        try:
+            _WRITERS[ext](tmp, data, fps, quality, lossless, callback)
+        except OSError:
+            raise
+        except (RuntimeError, ValueError) as err:
+            if "no space left" in str(err).lower():
+                raise WriteError(errno.ENOSPC, os_error_message(path, OSError(errno.ENOSPC, "full"))) from None
+            raise
     return path
 
 
@@ -239,7 +331,7 @@ def _ffmpeg_frames(path: str) -> Iterator[Any]:
             total: int | None = imageio_ffmpeg.count_frames_and_secs(path)[0]
         except RuntimeError:
             total = None
-        yield fps, total
+        yield fps, total, (w, h)
         for raw in reader:
             yield np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
     finally:
@@ -258,7 +350,8 @@ def _pillow_frames(path: str) -> Iterator[Any]:
         except (OSError, EOFError) as err:
             raise _unreadable(path, err) from err
         duration = image.info.get("duration") or 0  # ms; webp sets it only once a frame is loaded
-        yield (1000.0 / duration if duration > 0 else FALLBACK_FPS), getattr(image, "n_frames", 1)
+        fps = 1000.0 / duration if duration > 0 else FALLBACK_FPS
+        yield fps, getattr(image, "n_frames", 1), image.size
         yield first
         for index in range(1, getattr(image, "n_frames", 1)):
             image.seek(index)
@@ -314,7 +407,9 @@ def _as_float_frames(video: Frames) -> torch.Tensor:
 # --- writing -------------------------------------------------------------------------------------
 
 
-def _write_mp4(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
+def _write_mp4(
+    path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool, callback: Optional[ProgressFn]
+) -> None:
     crf = DEFAULT_MP4_CRF if quality is None else round(51 * (100 - quality) / 100)
     _, h, w, _ = data.shape
     writer = imageio_ffmpeg.write_frames(
@@ -330,25 +425,34 @@ def _write_mp4(path: str, data: np.ndarray, fps: float, quality: int | None, los
     )
     writer.send(None)
     try:
-        for frame in data:
+        for i, frame in enumerate(data):
             writer.send(frame)
+            report(callback, i + 1, len(data))
     finally:
         writer.close()  # flushes and waits for ffmpeg
 
 
-def _pil_images(data: np.ndarray) -> list[Image.Image]:
-    return [Image.fromarray(frame) for frame in data]
+def _pil_images(data: np.ndarray, callback: Optional[ProgressFn]) -> list[Image.Image]:
+    images = []
+    for i, frame in enumerate(data):
+        images.append(Image.fromarray(frame))
+        report(callback, i + 1, len(data))
+    return images
 
 
-def _write_gif(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
+def _write_gif(
+    path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool, callback: Optional[ProgressFn]
+) -> None:
     # GIF delays are centiseconds; browsers replace delays under 20 ms with 100 ms
     delay = max(20, round(100.0 / fps) * 10)
-    images = _pil_images(data)
+    images = _pil_images(data, callback)
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=delay, loop=0)
 
 
-def _write_webp(path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool) -> None:
-    images = _pil_images(data)
+def _write_webp(
+    path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool, callback: Optional[ProgressFn]
+) -> None:
+    images = _pil_images(data, callback)
     images[0].save(
         path,
         format="WEBP",
@@ -361,7 +465,7 @@ def _write_webp(path: str, data: np.ndarray, fps: float, quality: int | None, lo
     )
 
 
-_WRITERS: dict[str, Callable[[str, np.ndarray, float, int | None, bool], None]] = {
+_WRITERS: dict[str, Callable[[str, np.ndarray, float, int | None, bool, Optional[ProgressFn]], None]] = {
     ".mp4": _write_mp4,
     ".gif": _write_gif,
     ".webp": _write_webp,

@@ -11,19 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_output
 from .inflation import TEMPORAL_KEYS, VideoUNet, inflate, is_inflated, share_weights_copy
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, trainable_names
+from .validation import InputError, check_finite_tensor, check_finite_tensors, check_input_file
 
 FORMAT = "tav-tuned/1"
 _SAMPLE = 4096  # values per tensor that enter the fingerprint
@@ -85,6 +86,7 @@ def save_tuned(
     tensors = {
         k: v.detach().contiguous().cpu() for k, v in sd.items() if k in names or any(s in k for s in TEMPORAL_KEYS)
     }
+    check_finite_tensors(tensors, "the tuned model", hint="nothing was saved; tuning diverged, lower the learning rate")
     meta = {
         "format": FORMAT,
         "tav_version": __version__,
@@ -105,42 +107,104 @@ def save_tuned(
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str]) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors.tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Serialise in memory, then write through :func:`tav.atomic.atomic_output` (umask, no partial file)."""
+    data = save(tensors, metadata=meta)
+    with atomic_output(path, ".safetensors") as tmp:
+        _write_file(tmp, data)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """The one place tuned weights and latents hit the disk (so a full disk raises a plain OSError here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_latents(path: str | os.PathLike, latents: torch.Tensor, meta: Optional[dict[str, str]] = None) -> None:
     """Store an inverted latent (786 KB for 24 frames at 64x64) so inversion runs once per tuned model."""
+    check_finite_tensor(latents, "the inverted latents", hint="nothing was saved; check the model and settings")
     _atomic_save(
         {"latents": latents.detach().float().contiguous().cpu()}, path, {"format": "tav-latents/1", **(meta or {})}
     )
 
 
+def _open(path: str, what: str) -> Any:
+    """``safe_open`` with one readable message naming the file when it is not a safetensors file."""
+    try:
+        return safe_open(path, "pt")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(
+            f"{what} {path!r} is not a readable .safetensors file ({_first_line(e)}): it may be truncated "
+            "or not a safetensors file at all; re-create it"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
 def load_latents(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
-    with safe_open(os.fspath(path), "pt") as f:
+    """An inverted latent written by :func:`save_latents`, checked (format, shape, finite values)."""
+    path = check_input_file(path, "latents file")
+    with _open(path, "latents file") as f:
         meta = f.metadata() or {}
         if meta.get("format") != "tav-latents/1":
-            raise ValueError(f"{os.fspath(path)} is not a latents file written by `python -m tav invert`")
-        return f.get_tensor("latents"), meta
+            raise InputError(
+                f"{path} is not a latents file (format {meta.get('format')!r}); pass the file written by "
+                "`python -m tav invert`"
+            )
+        if "latents" not in set(f.keys()):
+            raise InputError(f"{path} has no 'latents' tensor: it is damaged; re-run `python -m tav invert`")
+        try:
+            latents = f.get_tensor("latents")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{path}: the latents tensor cannot be read ({_first_line(e)}); re-run invert") from None
+    if latents.ndim != 5 or latents.shape[0] != 1 or not latents.is_floating_point():
+        raise InputError(f"{path}: latents must be one video [1, C, frames, h, w], got shape {tuple(latents.shape)}")
+    check_finite_tensor(latents, f"latents file {path!r}", hint="the file is corrupted; re-run invert")
+    for key in ("fps", "steps"):
+        if key in meta:
+            try:
+                value = float(meta[key])
+            except ValueError:
+                value = float("nan")
+            if not (value > 0 and value < 1e6):
+                raise InputError(f"{path}: metadata {key}={meta[key]!r} is not a positive number; re-run invert")
+    return latents, meta
+
+
+#: metadata every tuned-weights file must carry to be applied safely
+REQUIRED_META = ("base_fingerprint", "trainable_modules", "norm", "attention")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(os.fspath(path), "pt") as f:
+    """The metadata of a tuned-weights file, checked for the fields loading needs."""
+    path = check_input_file(path, "tuned weights")
+    with _open(path, "tuned weights") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{os.fspath(path)} is not a Tune-A-Video tuned-weights file (format {meta.get('format')!r}, "
-            f"expected {FORMAT!r}); official full checkpoints load with tav.checkpoints instead"
+        raise InputError(
+            f"{path} is not a Tune-A-Video tuned-weights file (format {meta.get('format')!r}, "
+            f"expected {FORMAT!r}); pass a file written by `tune` / Save Tuned (official full checkpoints load "
+            "as --model instead)"
         )
+    missing = [k for k in REQUIRED_META if not meta.get(k)]
+    if missing:
+        raise InputError(f"{path} lacks the metadata {', '.join(missing)}: it is damaged or hand-made; re-save it")
+    try:
+        modules = json.loads(meta["trainable_modules"])
+        ok = isinstance(modules, list) and all(isinstance(m, str) for m in modules)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(f"{path}: metadata trainable_modules is not a JSON list of names; re-save the file")
+    for key in ("frames", "height", "width"):
+        if meta.get(key) and not meta[key].isdigit():
+            raise InputError(f"{path}: metadata {key}={meta[key]!r} is not a whole number; re-save the file")
+    if meta["norm"] not in ("video", "frame") or meta["attention"] not in ("sparse_causal", "frame"):
+        raise InputError(f"{path}: unknown norm/attention {meta['norm']!r}/{meta['attention']!r} in its metadata")
     return meta
 
 
@@ -149,10 +213,8 @@ def load_tuned(path: str | os.PathLike, pipe: Pipeline, *, check_base: bool = Tr
 
     Refuses weights tuned on another base model unless ``check_base`` is False.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"tuned weights not found: {path}")
     meta = read_metadata(path)
+    path = os.path.abspath(os.fspath(path))
     if check_base:
         mine = base_fingerprint(pipe)
         if meta["base_fingerprint"] != mine:
@@ -162,18 +224,24 @@ def load_tuned(path: str | os.PathLike, pipe: Pipeline, *, check_base: bool = Tr
                 f"({pipe.source or 'unknown source'}). Load the checkpoint they were tuned from."
             )
     video = pipe if is_inflated(pipe) else inflate(pipe, norm=meta["norm"], attention=meta["attention"])
-    with safe_open(path, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    with _open(path, "tuned weights") as f:
+        try:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"tuned weights {path!r} cannot be read ({_first_line(e)}): re-save them") from None
+    if not tensors:
+        raise InputError(f"tuned weights {path!r} hold no tensors: re-save them")
+    check_finite_tensors(tensors, f"tuned weights {path!r}", hint="the file is corrupted; re-run Tune or re-copy it")
     params = dict(video.unet.unet.named_parameters())
     unknown = sorted(set(tensors) - set(params))
     if unknown:
-        raise ValueError(f"{path} holds tensors this UNet does not have, e.g. {unknown[:3]}: wrong architecture")
+        raise InputError(f"{path} holds tensors this UNet does not have, e.g. {unknown[:3]}: wrong architecture")
     unet = share_weights_copy(video.unet, [params[k] for k in tensors])
     owned = dict(unet.unet.named_parameters())
     with torch.no_grad():
         for k, v in tensors.items():
             if owned[k].shape != v.shape:
-                raise ValueError(f"{k}: file has shape {tuple(v.shape)}, model has {tuple(owned[k].shape)}")
+                raise InputError(f"{path}: {k} has shape {tuple(v.shape)}, model has {tuple(owned[k].shape)}")
             owned[k].copy_(v)
     info = {
         "prompt": meta.get("prompt", ""),

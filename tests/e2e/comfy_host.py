@@ -19,6 +19,8 @@ PACK_LINK = "comfyui-tuneavideo"
 SHAPES_MODEL = REPO / "tav" / "assets" / "shapes_model"
 #: the clip the shapes workflow loads from the input folder
 SHAPES_CLIP = "tav_shapes_red_square.mp4"
+#: the test server's memory budget for tav's job-size checks (TAV_MEMORY_BUDGET_GB)
+MEMORY_BUDGET_GB = 4
 ARTIFACTS = Path(os.environ.get("TAV_ARTIFACTS", REPO / "tests" / "e2e" / "artifacts"))
 
 
@@ -70,6 +72,8 @@ class ComfyServer:
             "--extra-model-paths-config", str(self.write_model_paths()),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+        # a fixed memory budget: job-size refusals do not depend on what else the machine runs
+        env.setdefault("TAV_MEMORY_BUDGET_GB", str(MEMORY_BUDGET_GB))
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=COMFY_DIR, stdout=log, stderr=subprocess.STDOUT, env=env)
 

@@ -94,7 +94,7 @@ def _small_valid_prompt(prefix: str) -> dict:
     "change, words",
     [
         ({"video": "no_such_clip.mp4"}, ["no_such_clip.mp4", "not found"]),
-        ({"n_frames": 0}, ["n_frames", "smaller than min of 1"]),
+        ({"n_frames": 0}, ["n_frames", "at least 1"]),
         ({"width": 60}, ["width", "multiple of 8"]),
         ({"path": "../../etc/passwd"}, ["outside"]),
     ],
