@@ -332,7 +332,7 @@ def test_pickle_payload_never_runs(tmp_path: Path, layout: str) -> None:
             load_unet_state_dict(tmp_path / "sharded")
         else:
             evil_pickle(tmp_path / "model.ckpt", marker)
-            cfg = ROOT.parent / "shared" / "reference" / "configs" / "man-skiing.yaml"
+            cfg = ROOT / "official_examples" / "configs" / "man-skiing.yaml"
             small = {"train_data.n_sample_frames": "2", "validation_data.video_length": "2", "train_data.width": "64",
                      "train_data.height": "64"}  # fmt: skip
             run_reference_config(
