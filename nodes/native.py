@@ -246,7 +246,7 @@ def check_base(model: Any, tuned: native.TunedWeights, d2c: dict[str, str]) -> N
         raise ValueError(
             f"these tuned weights were made for base model {tuned.fingerprint} "
             f"({tuned.source or 'unknown source'}), but this MODEL "
-            f"({type(model.model.model_config).__name__}, LoRAs applied) is {mine}. Connect the checkpoint "
+            f"({type(model.model.model_config).__name__}, with its LoRAs or other patches) is {mine}. Connect the checkpoint "
             "(with the same LoRAs) the clip was tuned on."
         )
 
