@@ -8,7 +8,7 @@ here, free of ComfyUI imports, so it can be unit-tested and reused:
   inflated (GroupNorm over all frames or per frame, sparse-causal or per-frame attention), from a
   tuned :class:`~tav.pipeline.Pipeline` or a ``.safetensors`` written by :func:`tav.weights.save_tuned`;
 - key mapping from the reference's diffusers keys to ComfyUI's (openaimodel) module paths, given
-  the diffusers->ComfyUI map ComfyUI itself builds (``comfy.utils.unet_to_diffusers``);
+  the diffusers->ComfyUI map ComfyUI itself builds (``unet_to_diffusers`` in its utils module);
 - the noise convention: the reference's DDIM works on VP latents ``sqrt(a) x0 + sqrt(1-a) eps``
   scaled by the VAE factor; ComfyUI's samplers on ``x0 + sigma eps`` and its LATENT is unscaled;
 - the reference's DDIM schedule as ComfyUI SIGMAS, exactly, for any step count.
@@ -120,36 +120,34 @@ def block_of(key: str) -> str:
     return m.group(1)
 
 
-def block_map(diffusers_to_comfy: Mapping[str, str]) -> dict[str, str]:
+def block_map(d2c: Mapping[str, str]) -> dict[str, str]:
     """Transformer-block paths, diffusers -> ComfyUI, derived from the full weight-key map."""
     out: dict[str, str] = {}
-    for d, c in diffusers_to_comfy.items():
+    for d, c in d2c.items():
         if ".transformer_blocks." in d and ".transformer_blocks." in c:
             out[block_of(d)] = block_of(c)
     return out
 
 
-def comfy_key(key: str, diffusers_to_comfy: Mapping[str, str], blocks: Optional[Mapping[str, str]] = None) -> str:
+def comfy_key(key: str, d2c: Mapping[str, str], blocks: Optional[Mapping[str, str]] = None) -> str:
     """ComfyUI's key (no ``diffusion_model.`` prefix) for a reference diffusers key.
 
     Keys ComfyUI's model has go through its own map; the temporal keys it lacks keep their
     transformer block's mapped path plus their tail (``attn_temp.to_q.weight``...).
     """
-    if key in diffusers_to_comfy:
-        return diffusers_to_comfy[key]
+    if key in d2c:
+        return d2c[key]
     if _is_temporal(key):
-        blocks = block_map(diffusers_to_comfy) if blocks is None else blocks
+        blocks = block_map(d2c) if blocks is None else blocks
         block = block_of(key)
         if block in blocks:
             return blocks[block] + key[len(block) :]
     raise KeyError(f"no ComfyUI key for {key}: the tuned weights do not match this model's architecture")
 
 
-def comfy_temporal(
-    temporal: Mapping[str, torch.Tensor], diffusers_to_comfy: Mapping[str, str]
-) -> dict[str, dict[str, torch.Tensor]]:
+def comfy_temporal(temporal: Mapping[str, torch.Tensor], d2c: Mapping[str, str]) -> dict[str, dict[str, torch.Tensor]]:
     """``{comfy block path: {"attn_temp.to_q.weight": t, ...}}`` for the temporal tensors."""
-    blocks = block_map(diffusers_to_comfy)
+    blocks = block_map(d2c)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in temporal.items():
         block = block_of(k)
@@ -178,24 +176,24 @@ def attn1_patch_id(comfy_block: str) -> tuple[str, int, int]:
 _VIDEO_NORM_RE = re.compile(r"(\.resnets\.\d+\.norm[12]|^conv_norm_out)\.weight$")
 
 
-def video_norm_paths(diffusers_to_comfy: Mapping[str, str]) -> list[str]:
+def video_norm_paths(d2c: Mapping[str, str]) -> list[str]:
     """ComfyUI module paths of the GroupNorms the reference pools over frames.
 
     Those are the resnets' ``norm1``/``norm2`` and ``conv_norm_out`` (what
     :func:`tav.inflation.inflate` replaces), not the transformers' input norms.
     """
-    paths = {c[: -len(".weight")] for d, c in diffusers_to_comfy.items() if _VIDEO_NORM_RE.search(d)}
+    paths = {c[: -len(".weight")] for d, c in d2c.items() if _VIDEO_NORM_RE.search(d)}
     return sorted(paths)
 
 
-def comfy_fingerprint(comfy_weights: Mapping[str, torch.Tensor], diffusers_to_comfy: Mapping[str, str]) -> str:
+def comfy_fingerprint(comfy_weights: Mapping[str, torch.Tensor], d2c: Mapping[str, str]) -> str:
     """:func:`tav.weights.fingerprint` of a ComfyUI UNet state dict (keys without ``diffusion_model.``).
 
     The same weights give the same fingerprint as the diffusers UNet a pipeline holds. ComfyUI's
     map names every possible key (e.g. shortcut convs a block may not have): only those the model
     has count, which are exactly the diffusers UNet's keys for the same architecture.
     """
-    items = [(d, comfy_weights[c]) for d, c in diffusers_to_comfy.items() if c in comfy_weights]
+    items = [(d, comfy_weights[c]) for d, c in d2c.items() if c in comfy_weights]
     return fingerprint_items(sorted(items))
 
 
