@@ -130,7 +130,9 @@ class TemporalAttention(nn.Module):
         return self.to_out(out)
 
 
-def _temporal_block(block: nn.Module, tensors: dict[str, torch.Tensor], ctx: FrameContext) -> nn.Module:
+def _temporal_block(block: nn.Module, tensors: dict[str, torch.Tensor], ctx: FrameContext, device: Any) -> nn.Module:
+    """A copy of ``block`` with the temporal layers, created on ``device`` (the offload device: ComfyUI
+    moves them with the rest of the model when it loads the patched clone)."""
     param = block.attn1.to_q.weight
     dim = param.shape[1]
     attn = TemporalAttention(
@@ -138,14 +140,14 @@ def _temporal_block(block: nn.Module, tensors: dict[str, torch.Tensor], ctx: Fra
         dim,
         block.n_heads,
         "attn_temp.to_q.bias" in tensors,
-        param.device,
+        device,
         param.dtype,
         getattr(block, "attn_precision", None),
     )
-    norm = type(block.norm1)(dim, device=param.device, dtype=param.dtype)
+    norm = type(block.norm1)(dim, device=device, dtype=param.dtype)
     new = _share_copy(block, _subclass("block", type(block), _video_block_class))
     new.attn_temp, new.norm_temp = attn, norm  # registered as children of the copy only
-    sd = {k: v.to(param.device, param.dtype) for k, v in tensors.items()}
+    sd = {k: v.to(device, param.dtype) for k, v in tensors.items()}
     missing, unexpected = nn.Module.load_state_dict(nn.ModuleDict({"attn_temp": attn, "norm_temp": norm}), sd, False)
     if missing or unexpected:
         raise ValueError(f"temporal weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -286,7 +288,7 @@ def apply_tuned(
         temporal = {}
     for path, tensors in temporal.items():
         block = clone.get_model_object(PREFIX + path)
-        clone.add_object_patch(PREFIX + path, _temporal_block(block, tensors, ctx))
+        clone.add_object_patch(PREFIX + path, _temporal_block(block, tensors, ctx, model.offload_device))
     if tuned.attention == "sparse_causal" and "sparse_causal" not in leave:
         replace = clone.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
         fn = _sparse_causal(ctx)

@@ -5,10 +5,10 @@ one random-weight SD1.5-shaped checkpoint both as a stock ``MODEL`` and as a tav
 inflated pipeline random tuned weights (temporal attention with a non-zero output, perturbed
 ``to_q``s, so every piece matters), writes them to ``--tuned-out`` for the server tests, and
 measures the patched ``diffusion_model`` against ``VideoUNet`` on the same inputs (cond + uncond
-in one batch): parity per frame count, each piece left out, the lowvram patching path, the base
+in one batch): parity per frame count (and for per-frame GroupNorm), each piece left out, the lowvram patching path, the base
 MODEL before/after, the size accounting and the base-model check. Prints one JSON object.
 
-Usage: python native_inprocess.py CKPT --comfy-dir DIR --tuned-out FILE [--norm video|frame]
+Usage: python native_inprocess.py CKPT --comfy-dir DIR --tuned-out FILE
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ def main() -> None:
     ap.add_argument("ckpt")
     ap.add_argument("--comfy-dir", required=True)
     ap.add_argument("--tuned-out", required=True)
-    ap.add_argument("--norm", default="video")
     a = ap.parse_args()
 
     sys.path.insert(0, a.comfy_dir)
@@ -57,7 +56,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(a.ckpt, output_vae=False, output_clip=False)
     pipe = checkpoints.load_pipeline(a.ckpt, device="cpu", dtype=torch.float32)
-    video = inflation.inflate(pipe, norm=a.norm, seed=0)
+    video = inflation.inflate(pipe, norm="video", seed=0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in video.unet.unet.named_parameters():
@@ -114,6 +113,11 @@ def main() -> None:
             ref.permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8),
         )
 
+    # the same weights tuned with per-frame GroupNorm (Inflate norm=frame): the MODEL must not pool then
+    frame_ref = weights.load_tuned(a.tuned_out, inflation.inflate(pipe, norm="frame"))
+    with torch.no_grad():
+        ref_frame = frame_ref.unet(x5, t, emb).permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8)
+
     x2, t2, c2, _ = inputs[2]
     before = base_out(model, x2, t2, c2)
     sd_before = {k: v.clone() for k, v in model.model.state_dict().items()}
@@ -124,10 +128,10 @@ def main() -> None:
     res["lowvram"] = rel(patched_out(patched, 5, lowvram=True), full)
     res["controls"] = {}
     for piece in native.PIECES:
-        if piece == "video_norm" and a.norm != "video":
-            continue
         ablated = glue.apply_tuned(model, tuned, leave_out=[piece])
         res["controls"][piece] = rel(patched_out(ablated, 5), inputs[5][3])
+    tuned_frame = native.TunedWeights(**{**tuned.__dict__, "norm": "frame"})
+    res["parity_frame_norm"] = rel(patched_out(glue.apply_tuned(model, tuned_frame), 5), ref_frame)
     res["size"] = {"base": model.model_size(), "patched": patched.model_size()}
     after = base_out(model, x2, t2, c2)
     res["base_bit_identical"] = bool(torch.equal(before, after))

@@ -152,6 +152,7 @@ def stock_vs_tav(server: ComfyServer, entry: dict, stock_node: str = "17", tav_n
 def test_patched_unet_matches_video_unet(inprocess: dict) -> None:
     for frames, err in inprocess["parity"].items():
         assert err <= 1e-5, f"{frames} frames: patched MODEL vs VideoUNet {err:.2e}"
+    assert inprocess["parity_frame_norm"] <= 1e-5, "weights tuned with per-frame GroupNorm"
 
 
 def test_negative_controls_move_the_output(inprocess: dict) -> None:
