@@ -245,11 +245,11 @@ def check_base(model: Any, tuned: native.TunedWeights, d2c: dict[str, str]) -> N
         raise ValueError("the tuned weights name no base model (no fingerprint); disable check_base_model to use them")
     mine = native.comfy_fingerprint(patched_unet_weights(model), d2c)
     if mine != tuned.fingerprint:
+        kind = type(model.model.model_config).__name__
         raise ValueError(
             f"these tuned weights were made for base model {tuned.fingerprint} "
-            f"({tuned.source or 'unknown source'}), but this MODEL "
-            f"({type(model.model.model_config).__name__}, with its LoRAs or other patches) is {mine}. Connect the checkpoint "
-            "(with the same LoRAs) the clip was tuned on."
+            f"({tuned.source or 'unknown source'}), but this MODEL ({kind}, with its LoRAs or other patches) "
+            f"is {mine}. Connect the checkpoint (with the same LoRAs) the clip was tuned on."
         )
 
 

@@ -33,6 +33,8 @@ LORA = "tav_native_probe_lora.safetensors"
 CONTROLNET = "tiny_sd15_controlnet.safetensors"
 FROM_PIPELINE = "(from pipeline)"
 CFG = 7.5
+#: frame size: 32 px = 4x4 latents, the smallest the tiny UNet (one downsampling) and ControlNet take
+SIZE = 32
 #: ComfyUI's sigma(t=0): the reference DDIM ends at alpha_bar_0, which ComfyUI scales by sqrt(1 + s0^2)
 SIGMA0 = float(native.sigmas_from_alphas(ddim.alphas_cumprod(sd_scheduler_config()))[0])
 
@@ -97,14 +99,14 @@ def graph(ckpt: str, frames: int, steps: int, *, file_route: bool = False, cfg: 
         "1": n("CheckpointLoaderSimple", ckpt_name=ckpt),
         "2": n("TAV_FromComfyModels", model=["1", 0], clip=["1", 1], vae=["1", 2], precision="fp32"),
         "3": n("TAV_LoadTuned", pipeline=["2", 0], tuned_weights=TUNED, check_base_model=True),
-        "4": n("TAV_LoadVideo", video=TEST_CLIP, n_frames=frames, start=0, stride=1, width=64, height=64,
+        "4": n("TAV_LoadVideo", video=TEST_CLIP, n_frames=frames, start=0, stride=1, width=SIZE, height=SIZE,
                 resize="stretch"),
         "5": n("TAV_DDIMInvert", pipeline=["3", 0], frames=["4", 0], steps=steps, prompt=""),
         "6": n("CLIPTextEncode", text="a blue circle on a white background", clip=["1", 1]),
         "7": n("CLIPTextEncode", text="", clip=["1", 1]),
         "8": n(
             "TAV_Sample", pipeline=["3", 0], prompt="", negative_prompt="", steps=steps, cfg=cfg, eta=0.0, seed=0,
-            frames=frames, width=64, height=64, inverted=["5", 0], positive=["6", 0], negative=["7", 0],
+            frames=frames, width=SIZE, height=SIZE, inverted=["5", 0], positive=["6", 0], negative=["7", 0],
         ),
         "9": n("SaveLatent", samples=["8", 1], filename_prefix=f"native/tav_{frames}f"),
         "10": n(
@@ -200,7 +202,7 @@ def test_stock_sampler_reproduces_tav_sample(
 def test_ksampler_advanced_ddim_uniform_50_steps(
     client: ComfyClient, comfy_server: ComfyServer, tiny_sd15: str, inprocess: dict
 ) -> None:
-    p = graph(tiny_sd15, 2, steps=50)
+    p = graph(tiny_sd15, 1, steps=50)  # the schedule is what is compared here; frames are covered above
     p["20"] = {
         "class_type": "KSamplerAdvanced",
         "inputs": {
@@ -237,7 +239,7 @@ def test_base_model_untouched_over_the_queue(
 
     p = graph(tiny_sd15, 2, steps=2)
     before = {k: p[k] for k in ("1", "6", "7")}
-    before["30"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}}
+    before["30"] = {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2}}
     before["31"] = ksampler(["30", 0])
     before["32"] = {"class_type": "SaveLatent", "inputs": {"samples": ["31", 0], "filename_prefix": "native/base"}}
     _, e1 = run_ok(client, before)
@@ -349,7 +351,7 @@ def test_native_workflows_run(
     for name in ("tav_native_edit", "tav_native_lora_controlnet"):
         p = load_api(name)
         set_inputs(p, "CheckpointLoaderSimple", ckpt_name=tiny_sd15)
-        set_inputs(p, "TAV_LoadVideo", video=TEST_CLIP, n_frames=2, start=0, stride=1, width=64, height=64)
+        set_inputs(p, "TAV_LoadVideo", video=TEST_CLIP, n_frames=2, start=0, stride=1, width=SIZE, height=SIZE)
         set_inputs(p, "TAV_Tune", steps=1, gradient_checkpointing=False)
         set_inputs(p, "TAV_DDIMInvert", steps=2)
         set_inputs(p, "TAV_DDIMSigmas", steps=2)
