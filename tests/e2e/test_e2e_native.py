@@ -192,11 +192,22 @@ def test_stock_sampler_reproduces_tav_sample(
     client: ComfyClient, comfy_server: ComfyServer, tiny_sd15: str, inprocess: dict, frames: int
 ) -> None:
     """SamplerCustomAdvanced + DDIM Sigmas + DisableNoise + CFGGuider + ddim == TAV_Sample (CFG 7.5)."""
-    _, entry = run_ok(client, graph(tiny_sd15, frames, steps=4, file_route=frames == 5))
+    p = graph(tiny_sd15, frames, steps=4, file_route=frames == 5)
+    if frames == 2:  # control over the queue: the same route on the unpatched MODEL must not match
+        p["70"] = copy.deepcopy(p["13"])
+        p["70"]["inputs"]["model"] = ["1", 0]
+        p["71"] = copy.deepcopy(p["16"])
+        p["71"]["inputs"]["guider"] = ["70", 0]
+        p["72"] = {"class_type": "SaveLatent", "inputs": {"samples": ["71", 0], "filename_prefix": "native/unpatched"}}
+    _, entry = run_ok(client, p)
     err = stock_vs_tav(comfy_server, entry)
     print(f"stock route vs TAV_Sample, {frames} frames: {err:.2e}")
     assert err <= 1e-4
     assert latent(comfy_server, entry, "17").shape[0] == frames
+    if frames == 2:
+        off = stock_vs_tav(comfy_server, entry, stock_node="72")
+        print(f"the same route on the unpatched MODEL vs TAV_Sample: {off:.2e}")
+        assert off > 0.01
 
 
 def test_ksampler_advanced_ddim_uniform_50_steps(
