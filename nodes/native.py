@@ -1,7 +1,7 @@
 """The native path: a tuned model as a stock MODEL, inverted noise as a stock LATENT, the reference SIGMAS.
 
 Everything goes through ComfyUI's public patch API on a ``ModelPatcher`` clone, so stock samplers,
-LoRA loaders, ControlNet nodes and model management apply (see ../shared/research/native_model_path.md):
+LoRA loaders, ControlNet nodes and model management apply (docs/nodes.md, "The native path"):
 
 - sparse-causal ``attn1``: ``set_model_attn1_replace`` per transformer block;
 - temporal attention after the feed-forward: ``add_object_patch`` of each transformer block by

@@ -17,7 +17,6 @@ here, free of ComfyUI imports, so it can be unit-tested and reused:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -244,17 +243,5 @@ def comfy_latent_to_vp(samples: torch.Tensor, sigma: float, scale_factor: float)
 
 
 def temporal_param_count(tensors: Iterable[torch.Tensor]) -> int:
+    """Parameters the temporal layers add (what the patched MODEL's size accounts for)."""
     return sum(int(t.numel()) for t in tensors)
-
-
-def describe(tuned: TunedWeights) -> str:
-    """One line for logs and errors."""
-    return json.dumps(
-        {
-            "base": tuned.fingerprint,
-            "source": tuned.source,
-            "norm": tuned.norm,
-            "attention": tuned.attention,
-            "tensors": len(tuned.tensors),
-        }
-    )
