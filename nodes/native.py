@@ -17,6 +17,7 @@ Pure logic (key mapping, schedule, noise convention) is in :mod:`tav.native`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
@@ -61,10 +62,9 @@ def _share_copy(module: nn.Module, cls: type) -> nn.Module:
     touches the original, which stays exactly as it was (the input MODEL is not changed).
     """
     new = object.__new__(cls)
-    new.__dict__.update(module.__dict__)
-    new._parameters = dict(module._parameters)
-    new._buffers = dict(module._buffers)
-    new._modules = dict(module._modules)
+    for name, value in module.__dict__.items():
+        # own containers (parameters, buffers, children, hooks, ComfyUI's weight_function lists)
+        new.__dict__[name] = copy.copy(value) if isinstance(value, (dict, list)) else value
     for name in ("weight_function", "bias_function"):
         if name in new.__dict__:
             new.__dict__[name] = []
