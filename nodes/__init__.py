@@ -5,6 +5,7 @@ from __future__ import annotations
 from .common import register_folders
 from .control import TAV_ControlNet
 from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
+from .native import TAV_ApplyToModel, TAV_DDIMSigmas, TAV_InvertedToLatent
 from .sample import TAV_DDIMInvert, TAV_Sample
 from .tune import TAV_Tune
 from .video import TAV_LoadVideo, TAV_SaveVideo
@@ -21,6 +22,9 @@ NODE_CLASS_MAPPINGS = {
     "TAV_Sample": TAV_Sample,
     "TAV_ControlNet": TAV_ControlNet,
     "TAV_SaveVideo": TAV_SaveVideo,
+    "TAV_ApplyToModel": TAV_ApplyToModel,
+    "TAV_InvertedToLatent": TAV_InvertedToLatent,
+    "TAV_DDIMSigmas": TAV_DDIMSigmas,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -35,6 +39,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TAV_Sample": "Sample Video (Tune-A-Video)",
     "TAV_ControlNet": "ControlNet per Frame (Tune-A-Video)",
     "TAV_SaveVideo": "Save Video (Tune-A-Video)",
+    "TAV_ApplyToModel": "Tune-A-Video → MODEL",
+    "TAV_InvertedToLatent": "Inverted Noise → LATENT (Tune-A-Video)",
+    "TAV_DDIMSigmas": "DDIM Sigmas (Tune-A-Video)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folders"]

@@ -12,9 +12,7 @@ Usage: python scripts/make_workflows.py [--check] [--comfy-dir DIR]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
-import inspect
 import json
 import os
 import sys
@@ -77,6 +75,22 @@ NOTES = {
         "Save Tuned) to the base model they were tuned on. A different base model is refused.\n\n"
         "Invert the same clip the weights were tuned on, then sample new prompts."
     ),
+    "tav_native_edit": (
+        "The native path: the tuned model as a stock MODEL, sampled by ComfyUI's own sampler.\n\n"
+        "Tune once on the clip and DDIM-invert it (as in the other workflows), then Tune-A-Video -> MODEL "
+        "patches a clone of the checkpoint's MODEL with the tuned video layers, Inverted noise -> LATENT turns "
+        "the inverted clip into a stock LATENT, and SamplerCustomAdvanced samples it with DDIM Sigmas, "
+        "DisableNoise, CFGGuider and the ddim sampler: the same video as Sample (Tune-A-Video) for the same "
+        "settings. Frames are the LATENT batch. ComfyUI loads and offloads the model like any other.\n\n"
+        "Save Tuned / Load Tuned work too: pick the file in Tune-A-Video -> MODEL instead of a pipeline."
+    ),
+    "tav_native_lora_controlnet": (
+        "The native path with stock nodes after the bridge: a LoRA loader on the tuned MODEL and Apply "
+        "ControlNet (Advanced) with one Canny edge map per source frame.\n\n"
+        "Put a SD 1.5 style LoRA into models/loras and a SD 1.5 Canny ControlNet into models/controlnet. "
+        "A LoRA loaded after Tune-A-Video -> MODEL stacks on the tuned weights; to tune on a LoRA'd model, put "
+        "the LoRA before From ComfyUI Models and feed Tune-A-Video -> MODEL the same LoRA'd MODEL."
+    ),
 }
 
 
@@ -89,11 +103,7 @@ def load_node_classes(comfy_dir: Path) -> dict[str, Any]:
     args.cpu = True
     import nodes as comfy_nodes
 
-    # stock nodes outside nodes.py (comfy_extras: Canny, SamplerCustomAdvanced, ...), no custom or API nodes
-    loaded = comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)
-    if inspect.isawaitable(loaded):
-        asyncio.run(loaded)
-
+    extras = stock_extra_nodes()
     spec = importlib.util.spec_from_file_location(
         "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
     )
@@ -101,7 +111,31 @@ def load_node_classes(comfy_dir: Path) -> dict[str, Any]:
     pack = importlib.util.module_from_spec(spec)
     sys.modules["tav_pack"] = pack
     spec.loader.exec_module(pack)
-    return {**comfy_nodes.NODE_CLASS_MAPPINGS, **pack.NODE_CLASS_MAPPINGS}
+    return {**comfy_nodes.NODE_CLASS_MAPPINGS, **extras, **pack.NODE_CLASS_MAPPINGS}
+
+
+#: comfy_extras modules whose stock nodes the workflows use (V1 or V3; V3 classes answer the V1 API)
+EXTRA_MODULES = ("comfy_extras.nodes_custom_sampler", "comfy_extras.nodes_canny")
+
+
+def stock_extra_nodes() -> dict[str, Any]:
+    """The stock nodes of :data:`EXTRA_MODULES`, keyed by node id, loaded as ComfyUI loads them."""
+    import asyncio
+    import importlib
+
+    found: dict[str, Any] = {}
+    for name in EXTRA_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "NODE_CLASS_MAPPINGS"):
+            found.update(module.NODE_CLASS_MAPPINGS)
+            continue
+
+        async def node_list(m: Any = module) -> list:
+            return await (await m.comfy_entrypoint()).get_node_list()
+
+        for cls in asyncio.run(node_list()):
+            found[cls.GET_SCHEMA().node_id] = cls
+    return found
 
 
 def input_specs(cls: Any) -> list[tuple[str, str, dict, bool]]:

@@ -41,8 +41,13 @@ def fingerprint(unet: nn.Module) -> str:
     Cheap enough for an 860M-parameter UNet, precision-independent (fp32 and fp16 loads of one
     checkpoint agree), and different for any real fine-tune (DreamBooth changes every tensor).
     """
+    return fingerprint_items(_base_items(unet))
+
+
+def fingerprint_items(items: Sequence[tuple[str, torch.Tensor]]) -> str:
+    """:func:`fingerprint` of ``(diffusers key, tensor)`` pairs sorted by key (any source of weights)."""
     h = hashlib.sha256()
-    for name, t in _base_items(unet):
+    for name, t in items:
         flat = t.detach().reshape(-1)
         step = max(1, flat.numel() // _SAMPLE)
         sample = flat[::step][:_SAMPLE].to("cpu", torch.float16)

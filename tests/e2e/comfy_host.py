@@ -46,7 +46,7 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
         for d in (self.input, self.output, self.temp, self.user):
             d.mkdir(parents=True, exist_ok=True)
-        for d in ("checkpoints", "controlnet", "diffusers", "tuneavideo"):
+        for d in ("checkpoints", "controlnet", "diffusers", "loras", "tuneavideo"):
             (self.models / d).mkdir(parents=True, exist_ok=True)
 
     def write_model_paths(self) -> Path:
@@ -58,6 +58,7 @@ class ComfyServer:
             "    checkpoints: checkpoints\n"
             "    controlnet: controlnet\n"
             "    diffusers: diffusers\n"
+            "    loras: loras\n"
             "    tuneavideo: tuneavideo\n"
         )
         return cfg

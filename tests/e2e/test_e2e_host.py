@@ -24,6 +24,9 @@ EXPECTED = {
     },
     "TAV_ControlNet": {"pipeline", "control_net", "image", "strength", "start_percent", "end_percent"},
     "TAV_SaveVideo": {"images", "fps", "format", "filename_prefix"},
+    "TAV_ApplyToModel": {"model", "tuned_weights", "check_base_model", "pipeline"},
+    "TAV_InvertedToLatent": {"inverted", "model"},
+    "TAV_DDIMSigmas": {"model", "steps"},
 }  # fmt: skip
 
 
@@ -51,6 +54,9 @@ def test_object_info_lists_every_node(client: ComfyClient) -> None:
     assert info["TAV_LoadVideo"]["input"]["required"]["video"][1].get("video_upload") is True
     assert "tav-shapes" in str(info["TAV_LoadCheckpoint"]["input"]["required"]["model"][0])
     assert info["TAV_SaveVideo"]["output_node"] is True
+    assert info["TAV_ApplyToModel"]["output"] == ["MODEL"]
+    assert info["TAV_InvertedToLatent"]["output"] == ["LATENT"]
+    assert info["TAV_DDIMSigmas"]["output"] == ["SIGMAS"]
 
 
 def test_tuneavideo_folder_registered(client: ComfyClient, comfy_server: ComfyServer) -> None:

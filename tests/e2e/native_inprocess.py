@@ -1,0 +1,154 @@
+"""In-process checks of the native bridge against tav's VideoUNet, run in a subprocess by the e2e tests.
+
+Imports ComfyUI from ``--comfy-dir`` (the host under test) and the pack the way ComfyUI does, loads
+one random-weight SD1.5-shaped checkpoint both as a stock ``MODEL`` and as a tav pipeline, gives the
+inflated pipeline random tuned weights (temporal attention with a non-zero output, perturbed
+``to_q``s, so every piece matters), writes them to ``--tuned-out`` for the server tests, and
+measures the patched ``diffusion_model`` against ``VideoUNet`` on the same inputs (cond + uncond
+in one batch): parity per frame count (and for per-frame GroupNorm), each piece left out, the lowvram patching path, the base
+MODEL before/after, the size accounting and the base-model check. Prints one JSON object.
+
+Usage: python native_inprocess.py CKPT --comfy-dir DIR --tuned-out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rel(a, b) -> float:  # noqa: ANN001 - tensors
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ckpt")
+    ap.add_argument("--comfy-dir", required=True)
+    ap.add_argument("--tuned-out", required=True)
+    a = ap.parse_args()
+
+    sys.path.insert(0, a.comfy_dir)
+    os.chdir(a.comfy_dir)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import comfy.model_management as mm
+    import comfy.sd
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["tav_pack"] = pack
+    spec.loader.exec_module(pack)
+    from tav_pack.nodes import native as glue
+
+    from tav import checkpoints, inflation, native, weights
+
+    torch.manual_seed(0)
+    model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(a.ckpt, output_vae=False, output_clip=False)
+    pipe = checkpoints.load_pipeline(a.ckpt, device="cpu", dtype=torch.float32)
+    video = inflation.inflate(pipe, norm="video", seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in video.unet.unet.named_parameters():
+            if "attn_temp" in name or "norm_temp" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+            elif name.endswith(("attn1.to_q.weight", "attn2.to_q.weight")):
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    video = video.replace(info={"frames": 2, "height": 64, "width": 64, "prompt": "probe"})
+    weights.save_tuned(a.tuned_out, video)
+    tuned = native.tuned_from_pipeline(video)
+    res: dict = {
+        "fingerprint": tuned.fingerprint,
+        "temporal_params": native.temporal_param_count(tuned.temporal.values()),
+    }
+
+    def run(m, x, t, ctx, conds, lowvram=False):  # noqa: ANN001, ANN202
+        """One forward of ``m``'s diffusion model, loaded the way ComfyUI loads it (or lowvram-patched)."""
+        mm.unload_all_models()
+        if lowvram:  # every module offloaded: weights cast and patched per forward (LowVramPatch)
+            m.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1)
+            res["lowvram_patch_counter"] = m.model.lowvram_patch_counter
+        else:
+            mm.load_models_gpu([m])
+        try:
+            to = m.model_options["transformer_options"].copy()
+            to["wrappers"] = m.wrappers  # what sampling merges in (comfy.sampler_helpers)
+            to["cond_or_uncond"] = list(range(conds))
+            with torch.no_grad():
+                return m.model.diffusion_model(x, t, context=ctx, transformer_options=to).clone()
+        finally:
+            if lowvram:
+                m.unpatch_model(device_to=torch.device("cpu"))
+            mm.unload_all_models()
+
+    def base_out(m, x, t, ctx):  # noqa: ANN001, ANN202
+        return run(m, x, t, ctx, 1)
+
+    def patched_out(m, frames, lowvram=False):  # noqa: ANN001, ANN202
+        x, t, ctx, _ = inputs[frames]
+        return run(m, x, t, ctx, 2, lowvram)
+
+    inputs = {}
+    for f in (1, 2, 5):
+        x5 = torch.randn(2, 4, f, 8, 8, generator=g)
+        emb = torch.randn(2, 77, 768, generator=g)
+        t = torch.tensor([500.0, 500.0])
+        with torch.no_grad():
+            ref = video.unet(x5, t, emb)
+        x = x5.permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8)
+        inputs[f] = (
+            x,
+            t.repeat_interleave(f),
+            emb.repeat_interleave(f, 0),
+            ref.permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8),
+        )
+
+    # the same weights tuned with per-frame GroupNorm (Inflate norm=frame): the MODEL must not pool then
+    frame_ref = weights.load_tuned(a.tuned_out, inflation.inflate(pipe, norm="frame"))
+    with torch.no_grad():
+        ref_frame = frame_ref.unet(x5, t, emb).permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8)
+
+    x2, t2, c2, _ = inputs[2]
+    before = base_out(model, x2, t2, c2)
+    sd_before = {k: v.clone() for k, v in model.model.state_dict().items()}
+
+    patched = glue.apply_tuned(model, tuned)
+    res["parity"] = {str(f): rel(patched_out(patched, f), inputs[f][3]) for f in inputs}
+    full = patched_out(patched, 5)
+    res["lowvram"] = rel(patched_out(patched, 5, lowvram=True), full)
+    res["controls"] = {}
+    for piece in native.PIECES:
+        ablated = glue.apply_tuned(model, tuned, leave_out=[piece])
+        res["controls"][piece] = rel(patched_out(ablated, 5), inputs[5][3])
+    tuned_frame = native.TunedWeights(**{**tuned.__dict__, "norm": "frame"})
+    res["parity_frame_norm"] = rel(patched_out(glue.apply_tuned(model, tuned_frame), 5), ref_frame)
+    res["size"] = {"base": model.model_size(), "patched": patched.model_size()}
+    after = base_out(model, x2, t2, c2)
+    res["base_bit_identical"] = bool(torch.equal(before, after))
+    res["base_state_identical"] = all(torch.equal(v, sd_before[k]) for k, v in model.model.state_dict().items())
+    res["base_has_no_patches"] = not model.patches and not model.object_patches and not glue.has_tuned(model)
+    try:
+        glue.apply_tuned(model, native.TunedWeights(**{**tuned.__dict__, "fingerprint": "0123456789abcdef"}))
+        res["mismatch_error"] = ""
+    except ValueError as e:
+        res["mismatch_error"] = str(e)
+    try:
+        glue.apply_tuned(patched, tuned)
+        res["double_apply_error"] = ""
+    except ValueError as e:
+        res["double_apply_error"] = str(e)
+    print("RESULT " + json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
