@@ -14,6 +14,7 @@ import torch
 
 from tav import validation
 from tav.progress import ProgressFn
+from tav.tuning import half_dtype
 
 log = logging.getLogger("tuneavideo")
 
@@ -49,12 +50,15 @@ def device() -> torch.device:
 
 
 def load_dtype(precision: str, dev: torch.device) -> torch.dtype:
-    """Weight dtype for a loader's ``precision`` widget: auto = fp16 on CUDA, fp32 elsewhere."""
+    """Weight dtype for a loader's ``precision`` widget: auto = tuning's half type on CUDA (bf16 where
+    supported, else fp16: tuning then shares the frozen weights instead of copying them), fp32 elsewhere."""
     if precision == "fp32" or (precision == "auto" and dev.type != "cuda"):
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
-    return torch.float16
+    if precision == "fp16":
+        return torch.float16
+    return half_dtype(dev)
 
 
 def free_comfy_memory() -> None:

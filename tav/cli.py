@@ -25,7 +25,7 @@ from . import ddim
 from . import validation as v
 from .editing import EditConfig, tune_and_edit, write_edits
 from .pipeline import Pipeline
-from .tuning import DEFAULT_TRAINABLE, TuneConfig
+from .tuning import DEFAULT_TRAINABLE, TuneConfig, half_dtype
 
 
 def _device(name: str) -> torch.device:
@@ -35,7 +35,7 @@ def _device(name: str) -> torch.device:
 def _load(model: str, device: torch.device, prediction_type: Optional[str]) -> Pipeline:
     from .checkpoints import load_pipeline
 
-    dtype = torch.float16 if device.type == "cuda" else torch.float32  # frozen weights; tuning keeps fp32 masters
+    dtype = half_dtype(device) if device.type == "cuda" else torch.float32  # frozen; tuning keeps fp32 masters
     return load_pipeline(model, device=device, dtype=dtype, prediction_type=prediction_type)
 
 

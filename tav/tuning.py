@@ -36,7 +36,8 @@ class TuneConfig:
     max_grad_norm: float = 1.0
     seed: int = 33
     trainable_modules: Sequence[str] = DEFAULT_TRAINABLE
-    #: "auto" = fp32 on CPU, bf16 (else fp16) autocast with fp32 trainable weights on CUDA
+    #: "auto" = the frozen weights' half type if they are half (no copy), else fp32 on CPU and
+    #: bf16 (else fp16) autocast on CUDA; trainable weights always get fp32 masters under autocast
     precision: str = "auto"
     #: None = auto: on for CUDA (memory is what limits frames there), off on CPU, where it costs
     #: 22-46% step time (benchmarks/RESULTS.md) and memory is plentiful
@@ -60,18 +61,32 @@ def trainable_names(unet: nn.Module, modules: Sequence[str]) -> list[str]:
     return sorted(set(names))
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The half precision frozen weights are loaded in and tuning autocasts to: bf16 where the GPU
+    supports it, else fp16. Loaders and tuning must agree, or tuning copies the whole frozen UNet
+    (834.7M tensors, 1.55 GiB, for SD1.5) into the other half type."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def resolve_precision(
+    precision: str, device: torch.device, weights: Optional[torch.dtype] = None
+) -> Optional[torch.dtype]:
     """The autocast dtype, or None for plain fp32.
 
-    "auto" is fp32 on CPU and bf16 (else fp16) on CUDA; an explicit "bf16"/"fp16" is honoured on
-    any device (CPU autocast supports both), which is also how the mixed-precision path is tested.
+    "auto" follows frozen ``weights`` already in half precision (no copy of them is made), else it is
+    fp32 on CPU and :func:`half_dtype` on CUDA; an explicit "bf16"/"fp16" is honoured on any device
+    (CPU autocast supports both), which is also how the mixed-precision path is tested.
     """
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
+    if precision == "auto" and weights in (torch.float16, torch.bfloat16):
+        return weights
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return half_dtype(device)
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
@@ -138,7 +153,8 @@ def _tune(
     params = dict(pipe.unet.named_parameters())
     unet = share_weights_copy(pipe.unet, [params[n] for n in names], copy_inference=True)
     device = next(unet.parameters()).device
-    amp = resolve_precision(config.precision, device)
+    frozen = next((p.dtype for n, p in unet.named_parameters() if n not in set(names)), None)
+    amp = resolve_precision(config.precision, device, frozen)
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
         checkpointing = device.type == "cuda"

@@ -138,3 +138,63 @@ def test_mixed_precision_path(setup, precision: str) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=half):
         out = result.pipeline.unet(latents, 10, emb)
     assert torch.isfinite(out.float()).all()
+
+
+def _half_pipe(dtype: torch.dtype):
+    """The tiny model loaded the way CUDA loads frozen weights: every weight in ``dtype``."""
+    pipe = inflate(tiny_pipeline(seed=5), zero_temporal_bias=True)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.to(dtype)
+    return pipe
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_precision_shares_half_frozen_weights(setup, dtype: torch.dtype) -> None:
+    """Frozen weights already in half precision are not copied: 'auto' autocasts to their type, so the
+    tuned model holds the input's own frozen tensors (for SD1.5, 1.55 GiB not duplicated)."""
+    _, latents, emb = setup
+    pipe = _half_pipe(dtype)
+    cfg = TuneConfig(steps=2, lr=1e-3, precision="auto", gradient_checkpointing=False)
+    result = tune(pipe, latents, emb.to(dtype), cfg)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    names = set(trainable_names(pipe.unet, cfg.trainable_modules))
+    base, tuned = dict(pipe.unet.named_parameters()), dict(result.pipeline.unet.named_parameters())
+    copied = [n for n in base if n not in names and tuned[n].data_ptr() != base[n].data_ptr()]
+    assert copied == [], f"tuning copied {len(copied)} frozen tensors, e.g. {copied[:3]}"
+    assert {tuned[n].dtype for n in names} == {dtype}
+    assert all(not torch.equal(tuned[n], base[n]) for n in names)  # trained, and not in place
+    # a different explicit half type is honoured, at the price of copies (the rule the loaders avoid)
+    other = torch.float16 if dtype == torch.bfloat16 else torch.bfloat16
+    explicit = "fp16" if other == torch.float16 else "bf16"
+    result = tune(pipe, latents, emb.to(dtype), TuneConfig(steps=1, precision=explicit))
+    assert {p.dtype for p in result.pipeline.unet.parameters()} == {other}
+
+
+@pytest.mark.parametrize("bf16_gpu", [True, False])
+def test_cuda_loading_and_tuning_agree_on_one_half_type(monkeypatch, bf16_gpu: bool) -> None:
+    """On CUDA the CLI loads frozen weights in the type tuning's 'auto' autocasts to, so tuning never
+    copies the frozen UNet (it used to load fp16 and autocast bf16 on bf16-capable GPUs)."""
+    import tav.checkpoints
+    from tav import cli
+    from tav.tuning import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    seen = {}
+    monkeypatch.setattr(tav.checkpoints, "load_pipeline", lambda model, **kw: seen.update(kw))
+    cuda = torch.device("cuda")
+    cli._load("model", cuda, None)
+    assert seen["dtype"] is (torch.bfloat16 if bf16_gpu else torch.float16)
+    assert resolve_precision("auto", cuda, seen["dtype"]) is seen["dtype"]
+    assert resolve_precision("auto", cuda) is seen["dtype"]  # fp32 weights on CUDA: the same half type
+
+
+def test_resolve_precision_follows_half_weights() -> None:
+    from tav.tuning import half_dtype, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) is None and resolve_precision("auto", cpu, torch.float32) is None
+    assert resolve_precision("auto", cpu, torch.bfloat16) is torch.bfloat16
+    assert resolve_precision("auto", cuda, torch.float16) is torch.float16
+    assert resolve_precision("fp32", cuda, torch.float16) is None
+    assert resolve_precision("bf16", cpu, torch.float16) is torch.bfloat16
+    assert half_dtype(cpu) is torch.float16  # bf16 only where a GPU supports it
