@@ -64,7 +64,7 @@ def trainable_names(unet: nn.Module, modules: Sequence[str]) -> list[str]:
 def half_dtype(device: torch.device) -> torch.dtype:
     """The half precision frozen weights are loaded in and tuning autocasts to: bf16 where the GPU
     supports it, else fp16. Loaders and tuning must agree, or tuning copies the whole frozen UNet
-    (834.7M tensors, 1.55 GiB, for SD1.5) into the other half type."""
+    (834.7M parameters, 1.55 GiB, for SD1.5) into the other half type."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
