@@ -43,10 +43,11 @@ def test_shapes_workflow_runs(comfy_server: ComfyServer, shapes_prompt: dict, fi
     assert tuned, "Save Tuned wrote nothing into models/tuneavideo"
     loss = saved_files(entry, node_of(shapes_prompt, "PreviewImage"))
     assert loss and loss[0]["type"] == "temp"
-    # the nodes add nothing of their own to the server log: no third-party warnings or progress bars
+    # loading a model through the pack adds no third-party noise to the server log (diffusers' accelerate
+    # advice, transformers' weight-loading bar); stock samplers' own progress bars are ComfyUI's business
     log = comfy_server.log.read_text(errors="replace")
     ours = log[log.index("got prompt") :].splitlines()
-    noise = [ln for ln in ours if "accelerate" in ln or "Loading weights" in ln or "it/s]" in ln or "%|" in ln]
+    noise = [ln for ln in ours if "accelerate" in ln or "Loading weights" in ln]
     assert not noise, noise
 
 
