@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import ddim
+from . import ddim, windows
 from .editing import EditConfig, tune_and_edit, write_edits
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, TuneConfig
@@ -185,7 +185,14 @@ def cmd_invert(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
-    inv = ddim.invert(pipe, latents, steps=args.inversion_steps, prompt_embeds=embeds, callback=_Bars().phase("invert"))
+    inv = ddim.invert(
+        pipe,
+        latents,
+        steps=args.inversion_steps,
+        prompt_embeds=embeds,
+        callback=_Bars().phase("invert"),
+        windows=windows.from_cli(args),
+    )
     save_latents(args.out, inv, {"fps": str(clip.fps), "steps": str(args.inversion_steps)})
     print(json.dumps({"out": str(args.out), "shape": list(inv.shape)}))
 
@@ -211,6 +218,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             eta=args.eta,
             seed=args.sample_seed,
             callback=bars.phase(f"sample:{i}"),
+            windows=windows.from_cli(args),
         )
         videos.append(pipe.decode_latents(out))
     fps = args.fps or float(meta.get("fps", 8.0))
@@ -229,6 +237,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         negative_prompt=args.negative,
         seed=args.sample_seed,
         norm=args.norm,
+        windows=windows.from_cli(args),
     )
     t0 = time.time()
     result = tune_and_edit(pipe, clip.frames, args.prompt, args.edit, cfg, _Bars())
@@ -280,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned", help="tuned weights from `tune` (default: untuned inflated model)")
     p.add_argument("--prompt", default="", help="invert with this prompt (default: empty, as the reference)")
     p.add_argument("--out", required=True, help="output .safetensors holding the inverted latent")
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("sample", help="sample edited videos from an inverted latent (or noise)")
@@ -291,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=512, help="only without --latents")
     p.add_argument("--height", type=int, default=512, help="only without --latents")
     p.add_argument("--out-dir", required=True)
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("edit", help="tune, invert and sample in one go")
@@ -299,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", nargs="+", required=True, help="edited prompts")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--save-tuned", help="also write the tuned weights here")
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("config", help="run an official Tune-A-Video YAML config unchanged")

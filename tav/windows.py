@@ -28,6 +28,7 @@ tunes on 24 frames of a longer clip.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable
 from typing import Optional
@@ -158,3 +159,24 @@ def even_picks(frames: int, n: int) -> list[int]:
     if n == 1:
         return [0]
     return [round(i * (frames - 1) / (n - 1)) for i in range(n)]
+
+
+def add_cli_options(parser: argparse.ArgumentParser) -> None:
+    """``--window``/``--overlap``/``--no-anchor``/``--window-norm`` for the CLI's invert, sample, edit."""
+    g = parser.add_argument_group("long clips (windows)")
+    g.add_argument("--window", type=int, default=0, help="frames per window (e.g. the tuned length); 0 = one pass")
+    g.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default window/4)")
+    g.add_argument(
+        "--no-anchor", action="store_true", help="anchor each window on its own first frame, not the clip's frame 0"
+    )
+    g.add_argument("--window-norm", choices=NORMS, default="window", help="GroupNorm statistics per window or shared")
+
+
+def from_cli(args: argparse.Namespace) -> Optional[Windows]:
+    """The :class:`Windows` the CLI options ask for, or None (one pass) without ``--window``."""
+    if not args.window:
+        if args.overlap is not None:
+            raise ValueError("--overlap needs --window")
+        return None
+    overlap = args.window // 4 if args.overlap is None else args.overlap
+    return Windows(args.window, overlap, anchor=not args.no_anchor, norm=args.window_norm)
