@@ -19,6 +19,7 @@ from .common import (
     progress,
     size_error,
 )
+from .windows import WINDOW_INPUTS, describe, sample_windows, window_error, windows_from_widgets
 
 
 def _fingerprint(pipe: Pipeline) -> str:
@@ -62,10 +63,24 @@ class TAV_DDIMInvert:
                         "tooltip": "Prompt to invert with; empty = unconditional, as the reference.",
                     },
                 ),
+                **WINDOW_INPUTS,
             },
         }
 
-    def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> tuple[dict]:
+    @classmethod
+    def VALIDATE_INPUTS(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
+        return first_error(window_error(window, overlap))
+
+    def invert(
+        self,
+        pipeline: Pipeline,
+        frames: torch.Tensor,
+        steps: int,
+        prompt: str = "",
+        window: int = 0,
+        overlap: int = 2,
+        anchor_first_frame: bool = True,
+    ) -> tuple[dict]:
         from tav import ddim, inflation
 
         check_interrupt()
@@ -74,7 +89,10 @@ class TAV_DDIMInvert:
         frames = frames[..., :3]
         latents = pipeline.encode_video(frames)
         embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
-        noise = ddim.invert(pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"))
+        windows = windows_from_widgets(window, overlap, anchor_first_frame)
+        noise = ddim.invert(
+            pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"), windows=windows
+        )
         f, h, w, _ = frames.shape
         out = {
             "latents": noise.detach().to("cpu", torch.float32),
@@ -83,6 +101,7 @@ class TAV_DDIMInvert:
             "frames": int(f),
             "height": int(h),
             "width": int(w),
+            "windows": describe(windows),
         }
         return (out,)
 
@@ -210,12 +229,19 @@ class TAV_Sample:
                     "TAV_CONTROL",
                     {"tooltip": "Per-frame ControlNet from the Tune-A-Video ControlNet node."},
                 ),
+                **WINDOW_INPUTS,
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width: Optional[int] = None, height: Optional[int] = None) -> bool | str:
-        return first_error(size_error(width, height))
+    def VALIDATE_INPUTS(
+        cls,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+        window: Optional[int] = None,
+        overlap: Optional[int] = None,
+    ) -> bool | str:
+        return first_error(size_error(width, height), window_error(window, overlap))
 
     def sample(
         self,
@@ -233,6 +259,9 @@ class TAV_Sample:
         positive: Any = None,
         negative: Any = None,
         control: Any = None,
+        window: int = 0,
+        overlap: int = 2,
+        anchor_first_frame: bool = True,
     ) -> tuple[torch.Tensor, dict]:
         from tav import ddim, inflation
 
@@ -270,6 +299,7 @@ class TAV_Sample:
             seed=seed,
             callback=progress("sample"),
             control=control,
+            windows=sample_windows(window, overlap, anchor_first_frame, inverted),
         )
         images = pipeline.decode_latents(latents)
         stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale

@@ -141,7 +141,10 @@ class SparseCausalAttnProcessor:
         ``[frame 0] + window`` for attention, without recomputing frame 0.
         """
         if shared.record:
-            shared.kv[id(attn)] = tuple(rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0] for t in (key, value))
+            # a copy: a view would keep the whole window's keys/values alive for the rest of the step
+            shared.kv[id(attn)] = tuple(
+                rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0].clone() for t in (key, value)
+            )
             if frames == 1:
                 return key, value
             return self._first_and_former(key, frames), self._first_and_former(value, frames)

@@ -156,6 +156,14 @@ def test_anchor_is_computed_once_per_step_not_per_window(video) -> None:
     finally:
         handle.remove()
     assert seen == [4, 4, 4]
+    with torch.no_grad():  # what is kept is frame 0 alone, not a view into the whole window (memory)
+        share = SharedFrame()
+        ctx.shared, ctx.frames = share, 4
+        attn = next(m for n, m in video.unet.unet.named_modules() if n.endswith("attn1"))
+        attn(torch.randn(4, 16, attn.query_dim))
+        ctx.shared = None
+    for t in share.kv[id(attn)]:
+        assert t.shape == (1, 16, attn.inner_dim) and t.untyped_storage().nbytes() == t.numel() * t.element_size()
     n_attn1 = sum(1 for n, _ in video.unet.unet.named_modules() if n.endswith("attn1"))
     assert stored == [0, n_attn1, n_attn1]  # recorded by window 0, shared with windows 1 and 2
     assert ctx.shared is None  # nothing leaks into later un-windowed calls
