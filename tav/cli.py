@@ -260,6 +260,7 @@ def cmd_config(args: argparse.Namespace) -> None:
         output_dir=args.output_dir,
         overrides=dict(kv.split("=", 1) for kv in args.set),
         callback=_Bars(),
+        whole_clip_overlap=args.whole_clip_overlap,
     )
     print(json.dumps({"written": written}))
 
@@ -325,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override config values for smoke runs, e.g. max_train_steps=2 train_data.n_sample_frames=2",
+    )
+    p.add_argument(
+        "--whole-clip-overlap",
+        type=int,
+        default=None,
+        metavar="K",
+        help="edit the whole source clip in windows of n_sample_frames overlapping by K (tuning stays on "
+        "n_sample_frames frames, picked evenly)",
     )
     p.set_defaults(func=cmd_config)
     return parser

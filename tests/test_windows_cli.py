@@ -1,15 +1,16 @@
 """The CLI's --window/--overlap: a long clip edited with a model tuned on a window, bad settings, equivalence."""
 
 import json
+import shutil
 
 import pytest
 
 from tav import editing
 from tav.cli import main
 from tav.video_io import read_video, write_video
-from tav.weights import load_latents
+from tav.weights import load_latents, read_metadata
 
-from .test_cli import model, moving_square  # noqa: F401 - the tiny diffusers folder fixture
+from .test_cli import CONFIGS, model, moving_square  # noqa: F401 - the tiny diffusers folder fixture
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,20 @@ def test_bad_window_settings_are_one_line_errors(model, long_video, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # nothing was written: it failed before any work
+
+
+def test_official_config_on_the_whole_clip(model, tmp_path, capsys):  # noqa: F811
+    """man-skiing.yaml tuned on 4 frames, edited on every 16th frame of the whole clip (6) in windows of 4."""
+    cfg_path = tmp_path / "configs" / "man-skiing.yaml"
+    cfg_path.parent.mkdir()
+    shutil.copy(CONFIGS / "man-skiing.yaml", cfg_path)
+    sets = ["max_train_steps=1", "train_data.n_sample_frames=4", "validation_data.video_length=4"]
+    sets += ["train_data.sample_frame_rate=16", "train_data.width=64", "train_data.height=64"]
+    sets += ["validation_data.num_inference_steps=2", "validation_data.num_inv_steps=2"]
+    sets += ['validation_data.prompts=["a man is skiing"]']
+    args = ["config", str(cfg_path), "--pretrained", str(model), "--video-dir", str(CONFIGS.parent / "videos")]
+    args += ["--output-dir", str(tmp_path / "out"), "--device", "cpu", "--whole-clip-overlap", "2", "--set", *sets]
+    assert main(args) == 0, capsys.readouterr().err
+    written = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"]
+    assert read_video(written[0], n_frames=0, stride=1, resize="none").frames.shape[0] == 6
+    assert read_metadata(written[-1])["frames"] == "4"  # tuned on a window-sized subsample

@@ -182,6 +182,47 @@ def per_clip(rows: list[dict], variants: Sequence[str], metric: str, frames: int
     return "\n".join(lines)
 
 
+def paired(rows: list[dict], a: str, b: str, metric: str, frames: int, higher_better: bool) -> str:
+    """``a`` vs ``b`` on the same videos: mean difference and how often ``a`` is better / equal / worse."""
+    by = {(r["clip"], r["prompt"], r["variant"]): r[metric] for r in rows if r["frames"] == frames}
+    diffs = []
+    for (clip, prompt, v), x in by.items():
+        y = by.get((clip, prompt, b))
+        if v == a and y is not None and np.isfinite(x) and np.isfinite(y):
+            diffs.append(x - y if higher_better else y - x)
+    d = np.asarray(diffs)
+    if len(d) == 0:
+        return f"{metric}: n/a"
+    better, equal = int((d > 1e-9).sum()), int((np.abs(d) <= 1e-9).sum())
+    return (
+        f"{metric}: {a} better than {b} by {d.mean():+.3f} on average (positive = better); "
+        f"better on {better}, equal on {equal}, worse on {len(d) - better - equal} of {len(d)} videos"
+    )
+
+
+def report_tables(rows: list[dict], variants: Sequence[str]) -> str:
+    """Every table of the report, from the rows alone (so a finished run can be re-tabulated)."""
+    out = []
+    for n in sorted({r["frames"] for r in rows}):
+        present = [v for v in variants if any(r["variant"] == v and r["frames"] == n for r in rows)]
+        out += [f"### {n} frames", "", table(rows, present, n), ""]
+        for m in ("seam_agreement", "seam_jump_ratio", "consistency", "textual"):
+            out += [f"{m} per clip (mean over its edits):", "", per_clip(rows, present, m, n), ""]
+        for other in ("chunks", "no_anchor"):
+            if {"anchored", other} <= set(present):
+                for m, hb in (("seam_agreement", True), ("seam_size_jump", False), ("consistency", True)):
+                    out.append("- " + paired(rows, "anchored", other, m, n, hb))
+                jr = paired_abs_one(rows, "anchored", other, n)
+                out += ["- " + jr, ""]
+    return "\n".join(out)
+
+
+def paired_abs_one(rows: list[dict], a: str, b: str, frames: int) -> str:
+    """The seam jump ratio is best at 1 (as the source): compare distances from 1."""
+    conv = [{**r, "seam_jump_dist": abs(r["seam_jump_ratio"] - 1)} for r in rows]
+    return paired(conv, a, b, "seam_jump_dist", frames, higher_better=False)
+
+
 def contact_sheet(path: Path, cases: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], cuts: int = 8) -> None:
     """Per case one row per variant, every frame in a strip, a red tick at each window boundary."""
     from PIL import Image, ImageDraw
@@ -215,7 +256,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=LongConfig.steps)
     ap.add_argument("--edits", type=int, default=LongConfig.edits, help="edits per clip (colour, shape, both, ...)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tables", type=Path, help="only print the report's tables from this rows.json")
     args = ap.parse_args(argv)
+    if args.tables:
+        rows = json.loads(args.tables.read_text())
+        print(report_tables(rows, args.variants))
+        return rows
     torch.set_num_threads(args.threads)
     from ..checkpoints import load_pipeline
 
@@ -237,9 +283,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         contact_sheet(args.out / f"contact_sheet_{n}.png", [c for c in cases if f" x{n}:" in c[0]])
     meta = {"seconds": time.time() - t_start, "threads": args.threads, "config": dataclasses.asdict(cfg)}
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
-    for n in args.frames:
-        print(f"\n{n} frames\n" + table(rows, args.variants, n))
-        print("\nseam agreement per clip\n" + per_clip(rows, args.variants, "seam_agreement", n))
+    (args.out / "tables.md").write_text(report_tables(rows, args.variants) + "\n")
+    print(report_tables(rows, args.variants))
     return rows
 
 
