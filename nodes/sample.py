@@ -23,6 +23,7 @@ from .common import (
     tav_warnings,
     with_ui,
 )
+from .windows import WINDOW_INPUTS, describe, sample_windows, window_error, windows_from_widgets
 
 
 def _fingerprint(pipe: Pipeline) -> str:
@@ -66,21 +67,39 @@ class TAV_DDIMInvert:
                         "tooltip": "Prompt to invert with; empty = unconditional, as the reference.",
                     },
                 ),
+                **WINDOW_INPUTS,
             },
         }
 
-    def invert(self, pipeline: Pipeline, frames: torch.Tensor, steps: int, prompt: str = "") -> Any:
+    @classmethod
+    def VALIDATE_INPUTS(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
+        return first_error(window_error(window, overlap))
+
+    def invert(
+        self,
+        pipeline: Pipeline,
+        frames: torch.Tensor,
+        steps: int,
+        prompt: str = "",
+        window: int = 0,
+        overlap: int = 2,
+        anchor_first_frame: bool = True,
+    ) -> Any:
         from tav import ddim, inflation
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             raise ValueError("DDIM Invert needs an inflated (tuned) pipeline: connect Tune or Load Tuned")
         frames = frames[..., :3]
-        check_job(pipeline, *frames.shape[:3], "invert")
+        windows = windows_from_widgets(window, overlap, anchor_first_frame)
+        f, h, w = frames.shape[:3]
+        check_job(pipeline, min(f, windows.length) if windows else f, h, w, "invert")  # memory is one window's
         with tav_warnings() as warned:
             latents = pipeline.encode_video(frames, callback=progress("encode"))
             embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
-            noise = ddim.invert(pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"))
+            noise = ddim.invert(
+                pipeline, latents, steps=steps, prompt_embeds=embeds, callback=progress("invert"), windows=windows
+            )
         f, h, w, _ = frames.shape
         out = {
             "latents": noise.detach().to("cpu", torch.float32),
@@ -89,6 +108,7 @@ class TAV_DDIMInvert:
             "frames": int(f),
             "height": int(h),
             "width": int(w),
+            "windows": describe(windows),
         }
         return with_ui((out,), warned)
 
@@ -216,6 +236,7 @@ class TAV_Sample:
                     "TAV_CONTROL",
                     {"tooltip": "Per-frame ControlNet from the Tune-A-Video ControlNet node."},
                 ),
+                **WINDOW_INPUTS,
             },
         }
 
@@ -226,10 +247,15 @@ class TAV_Sample:
         height: Optional[int] = None,
         cfg: Optional[float] = None,
         eta: Optional[float] = None,
+        window: Optional[int] = None,
+        overlap: Optional[int] = None,
     ) -> bool | str:
         # cfg/eta are named so that NaN/inf (which pass ComfyUI's min/max comparisons) are refused here
         return first_error(
-            size_error(width, height), number_error("cfg", cfg, 0.0, 100.0), number_error("eta", eta, 0.0, 1.0)
+            size_error(width, height),
+            number_error("cfg", cfg, 0.0, 100.0),
+            number_error("eta", eta, 0.0, 1.0),
+            window_error(window, overlap),
         )
 
     def sample(
@@ -248,17 +274,22 @@ class TAV_Sample:
         positive: Any = None,
         negative: Any = None,
         control: Any = None,
+        window: int = 0,
+        overlap: int = 2,
+        anchor_first_frame: bool = True,
     ) -> Any:
         from tav import ddim, inflation
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             raise ValueError("Sample needs an inflated (tuned) pipeline: connect Tune, Load Tuned or Inflate")
+        windows = sample_windows(window, overlap, anchor_first_frame, inverted)
         if inverted is not None:
             _, _, f, h, w = inverted["latents"].shape
-            check_job(pipeline, f, h * pipeline.latent_factor, w * pipeline.latent_factor, "sample")
+            h, w = h * pipeline.latent_factor, w * pipeline.latent_factor
         else:
-            check_job(pipeline, frames, height, width, "sample")
+            f, h, w = frames, height, width
+        check_job(pipeline, min(f, windows.length) if windows else f, h, w, "sample")  # memory is one window's
         dev = pipeline.device
         with tav_warnings() as warned:
             cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
@@ -291,6 +322,7 @@ class TAV_Sample:
             seed=seed,
             callback=progress("sample"),
             control=control,
+            windows=windows,
         )
         images = pipeline.decode_latents(latents, callback=progress("decode"))
         stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale

@@ -37,6 +37,15 @@ NOTES = {
         "4. Sample renders the edit prompt from that noise; Save Video writes an mp4 to the output folder.\n\n"
         "Change only the edit prompt and queue again: tuning and inversion are cached, only Sample re-runs."
     ),
+    "tav_shapes_long_clip": (
+        "A 32-frame clip edited with a model tuned on 8 of its frames (shapes toy model, CPU).\n\n"
+        "Write the clip first: python -m tav.shapes.clips <ComfyUI>/input/tav_shapes_long_clip.mp4 "
+        "--clip red_circle_right --frames 32\n\n"
+        "1. The first Load Video takes every 4th frame (8 frames): Tune learns the motion from them.\n"
+        "2. The second Load Video takes all 32 frames: DDIM Invert runs them in windows of 8 that overlap by 2, "
+        "every window anchored on the clip's frame 0, at the memory of one 8-frame window.\n"
+        "3. Sample (window 0) reuses the inversion's windows; the overlaps are blended so no seam shows."
+    ),
     "tav_sd15_man_skiing": (
         "The paper's man-skiing edit with Stable Diffusion 1.5 (needs a GPU).\n\n"
         "Settings of the official config: 24 frames, stride 2, 512x512; tuning 500 steps, lr 3e-5, seed 33, "

@@ -8,6 +8,7 @@ every forward. Everything runs on ``scaled_dot_product_attention``: no score mat
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,30 @@ from einops import rearrange
 
 
 @dataclasses.dataclass
+class SharedFrame:
+    """What every window of a long clip shares in one denoising step (see :mod:`tav.windows`).
+
+    The window holding the clip's frame 0 runs first with ``record`` on: each ``attn1`` stores that
+    frame's keys/values (``kv``) and each video GroupNorm its statistics (``stats``). Later windows
+    of the same step read them, so the anchor is computed once per step, never re-run per window.
+    """
+
+    #: keep the clip's frame 0 as the sparse-causal anchor of every window
+    anchor: bool = True
+    #: every window normalises with the first window's GroupNorm statistics
+    norm: bool = False
+    record: bool = True
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class FrameContext:
     """Frames per video in the current forward pass; shared by every inflated module of one UNet."""
 
     frames: int = 1
+    #: set only while a windowed step runs (None: the reference behaviour, one pass over the clip)
+    shared: Optional[SharedFrame] = None
 
 
 def sparse_causal_index(frames: int, device: torch.device | None = None) -> torch.Tensor:
@@ -81,7 +102,10 @@ class SparseCausalAttnProcessor:
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
         f = self.ctx.frames
-        if self.mode == "sparse_causal" and f > 1:
+        shared = self.ctx.shared
+        if self.mode == "sparse_causal" and shared is not None and shared.anchor:
+            key, value = self._shared_anchor(attn, key, value, f, shared)
+        elif self.mode == "sparse_causal" and f > 1:
             key, value = (self._first_and_former(t, f) for t in (key, value))
         key, value = _heads(key, attn.heads), _heads(value, attn.heads)
         if attn.norm_q is not None:
@@ -105,6 +129,36 @@ class SparseCausalAttnProcessor:
         first = t[:, :1].expand(-1, frames, -1, -1)
         former = t[:, sparse_causal_index(frames, t.device)]
         return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
+
+    def _shared_anchor(
+        self, attn: Attention, key: torch.Tensor, value: torch.Tensor, frames: int, shared: SharedFrame
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record the clip's frame-0 keys/values, or attend to them from a later window.
+
+        In a later window, frame j gets ``[anchor, window frame j-1]`` and the window's first frame
+        ``[anchor, anchor]``: its predecessor lies outside the window, so it is treated as the
+        reference treats the clip's frame 1. A window is thus the reference model run on
+        ``[frame 0] + window`` for attention, without recomputing frame 0.
+        """
+        if shared.record:
+            # a copy: a view would keep the whole window's keys/values alive for the rest of the step
+            shared.kv[id(attn)] = tuple(
+                rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0].clone() for t in (key, value)
+            )
+            if frames == 1:
+                return key, value
+            return self._first_and_former(key, frames), self._first_and_former(value, frames)
+        if id(attn) not in shared.kv:
+            raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
+        out = []
+        for t, anchor in zip((key, value), shared.kv[id(attn)], strict=True):
+            t = rearrange(t, "(b f) n d -> b f n d", f=frames)
+            if anchor.shape[0] != t.shape[0]:
+                raise RuntimeError(f"windowed step: anchor batch {anchor.shape[0]} != window batch {t.shape[0]}")
+            first = anchor[:, None].expand(-1, frames, -1, -1)
+            former = torch.cat([anchor[:, None], t[:, :-1]], dim=1)
+            out.append(rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d"))
+        return out[0], out[1]
 
 
 class TemporalAttnProcessor:

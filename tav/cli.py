@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import ddim
+from . import ddim, windows
 from . import validation as v
 from .editing import EditConfig, tune_and_edit, write_edits
 from .pipeline import Pipeline
@@ -267,7 +267,14 @@ def cmd_invert(args: argparse.Namespace) -> None:
     v.check_pipeline_job(pipe, f, h, w, "invert")
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
-    inv = ddim.invert(pipe, latents, steps=args.inversion_steps, prompt_embeds=embeds, callback=_Bars().phase("invert"))
+    inv = ddim.invert(
+        pipe,
+        latents,
+        steps=args.inversion_steps,
+        prompt_embeds=embeds,
+        callback=_Bars().phase("invert"),
+        windows=windows.from_cli(args),
+    )
     save_latents(args.out, inv, {"fps": str(clip.fps), "steps": str(args.inversion_steps)})
     print(json.dumps({"out": str(args.out), "shape": list(inv.shape)}))
 
@@ -310,6 +317,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             eta=args.eta,
             seed=args.sample_seed,
             callback=bars.phase(f"sample:{i}"),
+            windows=windows.from_cli(args),
         )
         videos.append(pipe.decode_latents(out))
     fps = args.fps or float(meta.get("fps", 8.0))
@@ -335,6 +343,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         negative_prompt=args.negative,
         seed=args.sample_seed,
         norm=args.norm,
+        windows=windows.from_cli(args),
     )
     t0 = time.time()
     result = tune_and_edit(pipe, clip.frames, args.prompt, args.edit, cfg, _Bars())
@@ -363,6 +372,7 @@ def cmd_config(args: argparse.Namespace) -> None:
         output_dir=args.output_dir,
         overrides=dict(kv.split("=", 1) for kv in args.set),
         callback=_Bars(),
+        whole_clip_overlap=args.whole_clip_overlap,
     )
     print(json.dumps({"written": written}))
 
@@ -393,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned", help="tuned weights from `tune` (default: untuned inflated model)")
     p.add_argument("--prompt", default="", help="invert with this prompt (default: empty, as the reference)")
     p.add_argument("--out", required=True, help="output .safetensors holding the inverted latent")
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("sample", help="sample edited videos from an inverted latent (or noise)")
@@ -404,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=512, help="only without --latents")
     p.add_argument("--height", type=int, default=512, help="only without --latents")
     p.add_argument("--out-dir", required=True)
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("edit", help="tune, invert and sample in one go")
@@ -412,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", nargs="+", required=True, help="edited prompts")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--save-tuned", help="also write the tuned weights here")
+    windows.add_cli_options(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("config", help="run an official Tune-A-Video YAML config unchanged")
@@ -426,6 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override config values for smoke runs, e.g. max_train_steps=2 train_data.n_sample_frames=2",
+    )
+    p.add_argument(
+        "--whole-clip-overlap",
+        type=int,
+        default=None,
+        metavar="K",
+        help="edit the whole source clip in windows of n_sample_frames overlapping by K (tuning stays on "
+        "n_sample_frames frames, picked evenly)",
     )
     p.set_defaults(func=cmd_config)
     return parser

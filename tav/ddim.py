@@ -18,6 +18,7 @@ from .control import Control, fold, residuals
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
 from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
+from .windows import Windows, fused_prediction
 
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
@@ -102,6 +103,31 @@ def predict(
     return pipe.unet(x_in, t_in, e_in, **kwargs).to(x.dtype)
 
 
+def predict_windows(
+    pipe: Pipeline,
+    x: torch.Tensor,
+    t: int,
+    embeds: torch.Tensor,
+    control: Optional[Control],
+    windows: Optional[Windows],
+    on_window: Optional[ProgressFn] = None,
+) -> torch.Tensor:
+    """:func:`predict` for the whole clip, one window at a time when ``windows`` is set (see tav.windows)."""
+    if windows is None:
+        out = predict(pipe, x, t, embeds, control)
+        report(on_window, 1, 1)
+        return out
+    ctx = pipe.unet.ctx if _is_video_unet(pipe) else None
+    return fused_prediction(lambda xw, cw: predict(pipe, xw, t, embeds, cw), x, windows, control, ctx, on_window)
+
+
+def _window_progress(callback: Optional[ProgressFn], step: int, steps: int) -> Optional[ProgressFn]:
+    """Progress over steps x windows, so long clips report (and can be cancelled) after every window."""
+    if callback is None:
+        return None
+    return lambda k, n: callback(step * n + k, steps * n)
+
+
 def _is_video_unet(pipe: Pipeline) -> bool:
     from .inflation import VideoUNet
 
@@ -126,11 +152,13 @@ def invert(
     prompt_embeds: Optional[torch.Tensor] = None,
     callback: Optional[ProgressFn] = None,
     return_all: bool = False,
+    windows: Optional[Windows] = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """DDIM-invert clean latents to the noise level of the first sampling timestep.
 
     ``prompt_embeds`` None means the empty prompt, as the reference (unconditional, no guidance).
-    Returns the final latent, or every intermediate one with ``return_all``.
+    Returns the final latent, or every intermediate one with ``return_all``. ``windows``: run the
+    UNet window by window over a long clip (:mod:`tav.windows`); None is one pass, the reference.
     """
     _check_latents(latents)
     ac, ts, ratio, final = _schedule(pipe, steps)
@@ -142,11 +170,10 @@ def invert(
     for i, t in enumerate(reversed(ts)):
         cur = t - ratio
         a_cur = float(ac[cur]) if cur >= 0 else final
-        out = predict(pipe, x, t, embeds).float()
+        out = predict_windows(pipe, x, t, embeds, None, windows, _window_progress(callback, i, steps)).float()
         x = inversion_step(x, out, a_cur, float(ac[t]), pipe.prediction_type)
         _check_step(x, "DDIM inversion", i + 1, steps)
         path.append(x)
-        report(callback, i + 1, steps)
     return path if return_all else x
 
 
@@ -166,12 +193,14 @@ def sample(
     seed: int = 0,
     callback: Optional[ProgressFn] = None,
     control: Optional[Control] = None,
+    windows: Optional[Windows] = None,
 ) -> torch.Tensor:
     """DDIM sampling with classifier-free guidance (cond and uncond in one batch).
 
     Starts from ``latents`` (e.g. the inverted clip) or, if None, from seeded Gaussian noise of
     ``frames x height x width`` pixels. With eta 0 and given latents the result is deterministic.
-    ``control`` adds a ControlNet with one hint per frame (to cond and uncond alike).
+    ``control`` adds a ControlNet with one hint per frame (to cond and uncond alike; with
+    ``windows``, each window gets its own frames' hints).
     """
     check_number("guidance scale (cfg)", guidance_scale, 0, 1000, hint="the paper uses 12.5; 1 disables guidance")
     check_number("eta", eta, 0, 1, hint="0 is deterministic DDIM, 1 is DDPM-like")
@@ -199,17 +228,17 @@ def sample(
         embeds = torch.cat([uncond, cond])
     for i, t in enumerate(ts):
         ctl = control if control is not None and control.active(i, steps) else None
+        on_window = _window_progress(callback, i, steps)
         if guided:
-            out_u, out_c = predict(pipe, torch.cat([x, x]), t, embeds, ctl).float().chunk(2)
+            out_u, out_c = predict_windows(pipe, torch.cat([x, x]), t, embeds, ctl, windows, on_window).float().chunk(2)
             out = out_u + guidance_scale * (out_c - out_u)
         else:
-            out = predict(pipe, x, t, cond, ctl).float()
+            out = predict_windows(pipe, x, t, cond, ctl, windows, on_window).float()
         prev = t - ratio
         a_prev = float(ac[prev]) if prev >= 0 else final
         noise = torch.randn(x.shape, generator=gen).to(device) if eta > 0 else None
         x = ddim_step(x, out, float(ac[t]), a_prev, pipe.prediction_type, eta, noise)
         _check_step(x, "sampling", i + 1, steps)
-        report(callback, i + 1, steps)
     return x
 
 

@@ -20,6 +20,7 @@ from .pipeline import Pipeline
 from .progress import ProgressFn
 from .tuning import TuneConfig, tune
 from .validation import MAX_STEPS, InputError, check_number, check_seed
+from .windows import Windows, even_picks
 
 #: phase-aware progress: ``callback(phase, step, total)`` with phase "tune", "invert" or "sample:<i>"
 PhaseProgress = Callable[[str, int, int], None]
@@ -40,6 +41,9 @@ class EditConfig:
     seed: int = 33
     norm: str = "video"
     attention: str = "sparse_causal"
+    #: edit a clip longer than the tuned length in windows (None: one pass, the reference); tuning
+    #: then uses ``windows.length`` frames picked evenly from the clip (see :mod:`tav.windows`)
+    windows: Optional[Windows] = None
 
 
 @dataclasses.dataclass
@@ -82,15 +86,21 @@ def tune_and_edit(
 ) -> EditResult:
     """Frames ``[F, H, W, 3]`` + caption -> one edited clip ``[F, H, W, 3]`` per edit prompt.
 
-    ``config.tune.steps == 0`` skips tuning (the "w/o tuning" ablation).
+    ``config.tune.steps == 0`` skips tuning (the "w/o tuning" ablation). With ``config.windows``
+    the model tunes on a window-sized subsample and inverts/samples the whole clip in windows.
     """
     check_edit_config(config)
+    windows = config.windows
+    if windows is not None:
+        windows.spans(frames.shape[0])  # bad settings fail before any compute
     video = pipe if is_inflated(pipe) else inflate(pipe, norm=config.norm, attention=config.attention)
     latents = video.encode_video(frames)
     source_embeds = video.encode_prompt(prompt)
     losses: list[float] = []
     if config.tune.steps > 0:
-        result = tune(video, latents, source_embeds, config.tune, _phase(callback, "tune"), prompt=prompt)
+        picks = even_picks(frames.shape[0], windows.length) if windows is not None else None
+        tune_latents = latents if picks is None else latents[:, :, picks]
+        result = tune(video, tune_latents, source_embeds, config.tune, _phase(callback, "tune"), prompt=prompt)
         video, losses = result.pipeline, result.losses
     inverted = None
     if config.use_inversion:
@@ -100,6 +110,7 @@ def tune_and_edit(
             steps=config.inversion_steps,
             prompt_embeds=source_embeds if config.invert_with_prompt else None,
             callback=_phase(callback, "invert"),
+            windows=windows,
         )
     negative = video.encode_prompt(config.negative_prompt)
     videos = []
@@ -118,6 +129,7 @@ def tune_and_edit(
             eta=config.eta,
             seed=config.seed,
             callback=_phase(callback, f"sample:{i}"),
+            windows=windows,
         )
         videos.append(video.decode_latents(out))
     return EditResult(video, latents, inverted, videos, losses)

@@ -25,7 +25,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from einops import rearrange
 from torch import nn
 
-from .attention import FrameContext, SparseCausalAttnProcessor, TemporalAttnProcessor
+from .attention import FrameContext, SharedFrame, SparseCausalAttnProcessor, TemporalAttnProcessor
 from .pipeline import Pipeline
 
 TEMPORAL_KEYS = ("attn_temp.", "norm_temp.")
@@ -43,11 +43,35 @@ class VideoGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.ctx.frames
+        shared = self.ctx.shared
+        if shared is not None and shared.norm:
+            return self._shared_stats(x, f, shared)
         if f == 1:
             return super().forward(x)
         x5 = rearrange(x, "(b f) c h w -> b c f h w", f=f)
         y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)
         return rearrange(y, "b c f h w -> (b f) c h w")
+
+    def _shared_stats(self, x: torch.Tensor, f: int, shared: SharedFrame) -> torch.Tensor:
+        """Windowed steps with ``norm="first_window"``: pool over the first window, reuse its statistics."""
+        x5 = rearrange(x, "(b f) (g c) h w -> b g (c f h w)", f=f, g=self.num_groups)
+        if shared.record:  # the first window normalises exactly as without windows
+            var, mean = torch.var_mean(x5.float(), dim=-1, unbiased=False, keepdim=True)
+            shared.stats[id(self)] = (mean, var)
+            y = F.group_norm(
+                rearrange(x, "(b f) c h w -> b c f h w", f=f), self.num_groups, self.weight, self.bias, self.eps
+            )
+            return rearrange(y, "b c f h w -> (b f) c h w")
+        if id(self) not in shared.stats:
+            raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
+        mean, var = shared.stats[id(self)]
+        if mean.shape[0] != x5.shape[0]:
+            raise RuntimeError(f"windowed step: statistics batch {mean.shape[0]} != window batch {x5.shape[0]}")
+        y = ((x5.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        y = rearrange(y, "b g (c f h w) -> (b f) (g c) h w", f=f, h=x.shape[-2], w=x.shape[-1])
+        if self.affine:
+            y = y * self.weight[:, None, None] + self.bias[:, None, None]
+        return y
 
 
 def _temporal_residual(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ import torch
 import yaml
 
 from .editing import EditConfig, PhaseProgress, check_edit_config, tune_and_edit, write_edits
-from .tuning import TuneConfig
+from .tuning import TuneConfig, half_dtype
 from .validation import check_output_dir
+from .windows import Windows
 
 
 def _set(cfg: dict, dotted: str, raw: str) -> None:
@@ -92,8 +93,14 @@ def run_reference_config(
     output_dir: Optional[str] = None,
     overrides: Optional[dict[str, str]] = None,
     callback: Optional[PhaseProgress] = None,
+    whole_clip_overlap: Optional[int] = None,
 ) -> list[str]:
-    """Tune, invert and sample every validation prompt of one official config; returns written files."""
+    """Tune, invert and sample every validation prompt of one official config; returns written files.
+
+    ``whole_clip_overlap``: edit the whole source clip (every ``sample_frame_rate``-th frame from
+    ``sample_start_idx`` to the end) in windows of ``n_sample_frames`` overlapping by this much,
+    tuning on ``n_sample_frames`` frames picked evenly from it (see :mod:`tav.windows`).
+    """
     from .checkpoints import load_pipeline
     from .video_io import read_video
     from .weights import save_tuned
@@ -115,13 +122,16 @@ def run_reference_config(
         raise ValueError("validation_data.video_length must equal train_data.n_sample_frames (inverted latents)")
     clip = read_video(
         _find_video(train["video_path"], config_path, video_dir),
-        n_frames=int(train["n_sample_frames"]),
+        n_frames=int(train["n_sample_frames"]) if whole_clip_overlap is None else 0,
         start=int(train.get("sample_start_idx", 0)),
         stride=int(train.get("sample_frame_rate", 1)),
         width=int(train["width"]),
         height=int(train["height"]),
     )
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = half_dtype(device) if device.type == "cuda" else torch.float32  # what tuning autocasts to
+    if whole_clip_overlap is not None:
+        ecfg.windows = Windows(int(train["n_sample_frames"]), whole_clip_overlap)
+        ecfg.windows.spans(clip.frames.shape[0])  # a window longer than the clip fails before loading
     pipe = load_pipeline(model, device=device, dtype=dtype)
     result = tune_and_edit(pipe, clip.frames, train["prompt"], val["prompts"], ecfg, callback)
     written = write_edits(out / "samples", val["prompts"], result.videos, clip.fps, exts=(".gif",))

@@ -129,8 +129,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("out", help="output .mp4/.gif/.webp")
     ap.add_argument("--clip", default="red_circle_right", choices=[c.name for c in EVAL_CLIPS])
     ap.add_argument("--fps", type=float, default=8.0)
+    ap.add_argument("--frames", type=int, default=None, help="clip length (default: the clip's own)")
     args = ap.parse_args(argv)
     clip = get_clip(args.clip)
+    if args.frames:
+        clip = dataclasses.replace(clip, n_frames=args.frames)
     print(write_video(args.out, torch.from_numpy(clip.frames()), args.fps), f"({clip.caption!r})")
 
 

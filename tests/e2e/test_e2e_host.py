@@ -17,10 +17,10 @@ EXPECTED = {
     },
     "TAV_SaveTuned": {"pipeline", "filename_prefix"},
     "TAV_LoadTuned": {"pipeline", "tuned_weights", "check_base_model"},
-    "TAV_DDIMInvert": {"pipeline", "frames", "steps", "prompt"},
+    "TAV_DDIMInvert": {"pipeline", "frames", "steps", "prompt", "window", "overlap", "anchor_first_frame"},
     "TAV_Sample": {
         "pipeline", "prompt", "negative_prompt", "steps", "cfg", "eta", "seed", "frames", "width", "height",
-        "inverted", "positive", "negative", "control",
+        "inverted", "positive", "negative", "control", "window", "overlap", "anchor_first_frame",
     },
     "TAV_ControlNet": {"pipeline", "control_net", "image", "strength", "start_percent", "end_percent"},
     "TAV_SaveVideo": {"images", "fps", "format", "filename_prefix"},
