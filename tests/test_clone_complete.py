@@ -46,7 +46,7 @@ def test_official_examples_ship_with_their_notice() -> None:
 
 def test_guard_refuses_files_beside_the_checkout() -> None:
     beside = REPO.parent / "shared" / "reference" / "videos" / "man-skiing.mp4"
-    assert outside_checkout(beside) and outside_checkout(str(REPO.parent / "x"))
+    assert outside_checkout(beside) and outside_checkout(str(REPO.parent / f"{REPO.name}-sibling"))
     assert not outside_checkout(REPO / "official_examples" / "videos" / "man-skiing.mp4")
     assert not outside_checkout(3)  # a file descriptor
     with pytest.raises(PermissionError, match="outside the checkout"):
