@@ -229,33 +229,16 @@ class TAV_LoadVideo:
         images: Optional[torch.Tensor] = None,
         path: str = "",
     ) -> Any:
+        pick = {"n_frames": n_frames, "start": start, "stride": stride, "width": width, "height": height,
+                "resize": resize, "callback": progress("load")}  # fmt: skip
         with tav_warnings() as warned:
             if images is not None:
-                frames = video_io.sample_frames(
-                    images,
-                    n_frames=n_frames,
-                    start=start,
-                    stride=stride,
-                    width=width,
-                    height=height,
-                    resize=resize,
-                    callback=progress("load"),
-                )
-                fps = IMAGES_FPS / stride
+                frames, fps = video_io.sample_frames(images, **pick), IMAGES_FPS / stride
             else:
                 full, err = resolve_video(video, path)
                 if err:
                     raise ValueError(err)
-                clip = video_io.read_video(
-                    full,
-                    n_frames=n_frames,
-                    start=start,
-                    stride=stride,
-                    width=width,
-                    height=height,
-                    resize=resize,
-                    callback=progress("load"),
-                )
+                clip = video_io.read_video(full, **pick)
                 frames, fps = clip.frames, float(clip.fps)
         return with_ui((frames, int(frames.shape[0]), fps), warned)
 
