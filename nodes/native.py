@@ -163,15 +163,14 @@ def _video_norm(norm: nn.Module, ctx: FrameContext) -> nn.Module:
 
 def _sparse_causal(ctx: FrameContext) -> Callable:
     """An attn1 replacement: keys/values of frame 0 and frame i-1 for the query of frame i."""
-    from tav.attention import SparseCausalAttnProcessor
+    from tav.attention import first_and_former
 
     def attn1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         from comfy.ldm.modules import attention
 
         f = ctx.frames
         if f > 1:
-            k = SparseCausalAttnProcessor._first_and_former(k, f)
-            v = SparseCausalAttnProcessor._first_and_former(v, f)
+            k, v = first_and_former(k, f), first_and_former(v, f)
         return attention.optimized_attention(
             q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision")
         )

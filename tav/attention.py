@@ -64,6 +64,15 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+def first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
+    """Sparse-causal keys/values: ``(b*f, n, d) -> (b*f, 2n, d)``, tokens of frame 0 then of frame i-1,
+    per frame i. Shared by the diffusers processor and ComfyUI's attn1 replacement (the native path)."""
+    t = rearrange(t, "(b f) n d -> b f n d", f=frames)
+    first = t[:, :1].expand(-1, frames, -1, -1)
+    former = t[:, sparse_causal_index(frames, t.device)]
+    return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
+
+
 class SparseCausalAttnProcessor:
     """``attn1`` processor: query of frame i, keys/values of frames 0 and i-1 concatenated on tokens.
 
@@ -106,7 +115,7 @@ class SparseCausalAttnProcessor:
         if self.mode == "sparse_causal" and shared is not None and shared.anchor:
             key, value = self._shared_anchor(attn, key, value, f, shared)
         elif self.mode == "sparse_causal" and f > 1:
-            key, value = (self._first_and_former(t, f) for t in (key, value))
+            key, value = (first_and_former(t, f) for t in (key, value))
         key, value = _heads(key, attn.heads), _heads(value, attn.heads)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
@@ -121,14 +130,6 @@ class SparseCausalAttnProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
-
-    @staticmethod
-    def _first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
-        """``(b*f, n, d) -> (b*f, 2n, d)``: tokens of frame 0 then of frame i-1, per frame i."""
-        t = rearrange(t, "(b f) n d -> b f n d", f=frames)
-        first = t[:, :1].expand(-1, frames, -1, -1)
-        former = t[:, sparse_causal_index(frames, t.device)]
-        return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
 
     def _shared_anchor(
         self, attn: Attention, key: torch.Tensor, value: torch.Tensor, frames: int, shared: SharedFrame
@@ -147,7 +148,7 @@ class SparseCausalAttnProcessor:
             )
             if frames == 1:
                 return key, value
-            return self._first_and_former(key, frames), self._first_and_former(value, frames)
+            return first_and_former(key, frames), first_and_former(value, frames)
         if id(attn) not in shared.kv:
             raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
         out = []
