@@ -109,25 +109,24 @@ def _copy_model(env: dict[str, Path], tmp: Path) -> Path:
     return dst
 
 
-def model_pickled_unet(env: dict[str, Path], tmp: Path) -> Path:
+def _pickled_part(env: dict[str, Path], tmp: Path, part: str, weights: str, pickle_name: str) -> Path:
+    """A copy of the model whose ``part`` has its safetensors replaced by a malicious pickle."""
     m = _copy_model(env, tmp)
-    (m / "unet" / "diffusion_pytorch_model.safetensors").unlink()
-    evil_pickle(m / "unet" / "diffusion_pytorch_model.bin", tmp / "in" / "PWNED")
+    (m / part / weights).unlink()
+    evil_pickle(m / part / pickle_name, tmp / "in" / "PWNED")
     return m
+
+
+def model_pickled_unet(env: dict[str, Path], tmp: Path) -> Path:
+    return _pickled_part(env, tmp, "unet", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 def model_pickled_text_encoder(env: dict[str, Path], tmp: Path) -> Path:
-    m = _copy_model(env, tmp)
-    (m / "text_encoder" / "model.safetensors").unlink()
-    evil_pickle(m / "text_encoder" / "pytorch_model.bin", tmp / "in" / "PWNED")
-    return m
+    return _pickled_part(env, tmp, "text_encoder", "model.safetensors", "pytorch_model.bin")
 
 
 def model_pickled_vae(env: dict[str, Path], tmp: Path) -> Path:
-    m = _copy_model(env, tmp)
-    (m / "vae" / "diffusion_pytorch_model.safetensors").unlink()
-    evil_pickle(m / "vae" / "diffusion_pytorch_model.bin", tmp / "in" / "PWNED")
-    return m
+    return _pickled_part(env, tmp, "vae", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
 def model_broken_index(env: dict[str, Path], tmp: Path) -> Path:
