@@ -3,15 +3,16 @@
 A user runs ``make test`` with nothing beside the clone, while CI happens to have ``../shared`` there.
 An audit hook makes any file the suite opens, or any program it starts with a path argument, beside the
 checkout (under its parent folder but outside it) fail loudly, so such a dependency cannot pass in CI
-and break on a user's machine. The temp folder, the home folder, the Python installation and an explicitly
-configured ComfyUI host (TAV_COMFY_DIR) are allowed. A checkout directly under ``/`` guards ``/shared`` only.
+and break on a user's machine. Allowed beside it: hidden folders (caches, configs: the parent may be the
+home folder), temp files (``tmp*``, ``pytest-of-*``: the parent may be the temp folder), the Python
+installation and an explicitly configured ComfyUI host (TAV_COMFY_DIR). A checkout directly under ``/``
+guards ``/shared`` only.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +27,13 @@ def _prefixes(paths: list[str]) -> tuple[str, ...]:
 
 
 _INSIDE = _prefixes(
-    [str(REPO), tempfile.gettempdir(), str(Path.home()), sys.prefix, sys.base_prefix]
+    [str(REPO), sys.prefix, sys.base_prefix]
     + ([os.environ["TAV_COMFY_DIR"]] if os.environ.get("TAV_COMFY_DIR") else [])
 )
-_BESIDE = _prefixes([str(REPO.parent if REPO.parent != Path(REPO.anchor) else Path(REPO.anchor) / "shared")])
+_PARENT = REPO.parent if REPO.parent != Path(REPO.anchor) else Path(REPO.anchor) / "shared"
+_BESIDE = _prefixes([str(_PARENT)])
+#: names directly beside the checkout that are not a sibling project: caches/configs and temp files
+_ALLOWED_NAMES = (".", "tmp", "pytest-of-")
 
 
 def outside_checkout(path: object) -> bool:
@@ -40,7 +44,10 @@ def outside_checkout(path: object) -> bool:
         p = os.path.abspath(os.fsdecode(path)) + os.sep
     except (TypeError, ValueError):
         return False
-    return p.startswith(_BESIDE) and not p.startswith(_INSIDE)
+    beside = next((b for b in _BESIDE if p.startswith(b)), None)
+    if beside is None or p.startswith(_INSIDE):
+        return False
+    return not p[len(beside) :].startswith(_ALLOWED_NAMES)
 
 
 def _guard(event: str, args: tuple) -> None:
