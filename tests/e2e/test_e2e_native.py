@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from comfy_client import ComfyClient, error_text, status_messages
-from comfy_host import COMFY_DIR, PYTHON, REPO, ComfyServer
+from comfy_host import COMFY_DIR, PYTHON, ComfyServer
 from helpers import TEST_CLIP, load_api, node_of, set_inputs
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -30,7 +30,6 @@ from tav.checkpoints import sd_scheduler_config
 
 TUNED = "tav_native_probe.safetensors"
 LORA = "tav_native_probe_lora.safetensors"
-CONTROLNET = "tiny_sd15_controlnet.safetensors"
 FROM_PIPELINE = "(from pipeline)"
 CFG = 7.5
 #: frame size: 32 px = 4x4 latents, the smallest the tiny UNet (one downsampling) and ControlNet take
@@ -77,16 +76,6 @@ def lora(comfy_server: ComfyServer, tiny_sd15: str) -> str:
     assert tensors
     save_file(tensors, str(path))
     return LORA
-
-
-@pytest.fixture(scope="module")
-def controlnet(comfy_server: ComfyServer, tiny_sd15: str) -> str:
-    out = comfy_server.models / "controlnet" / CONTROLNET
-    if not out.is_file():
-        cmd = [PYTHON, str(REPO / "scripts" / "make_tiny_sd15.py"), str(out), "--controlnet"]
-        res = subprocess.run(cmd + ["--comfy-dir", str(COMFY_DIR)], capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr
-    return CONTROLNET
 
 
 def graph(ckpt: str, frames: int, steps: int, *, file_route: bool = False, cfg: float = CFG) -> dict[str, Any]:
