@@ -40,14 +40,17 @@ def _tav_weights(length: int, full_length: int, idxs: list[int], handler: TAVCon
     return fusion_weights(spans, full_length)[spans.index((idxs[0], idxs[-1] + 1))].tolist()
 
 
-def windowed_control(control: Any, window: cw.IndexListContextWindow, frames: int) -> Any:
+def windowed_control(control: Any, window: cw.IndexListContextWindow, frames: int, memo: dict) -> Any:
     """A copy of a ControlNet chain whose per-frame hints are the window's frames (shared weights).
 
     A hint of one image applies to every frame and stays; any other frame count must be the clip's.
+    ``memo`` (one per window) gives conds sharing a ControlNet one copy, so ComfyUI still batches them.
     """
     if control is None:
         return None
-    out = copy.copy(control)
+    if id(control) in memo:
+        return memo[id(control)]
+    out = memo[id(control)] = copy.copy(control)
     hint = getattr(control, "cond_hint_original", None)
     if isinstance(hint, torch.Tensor) and hint.shape[0] != 1:
         if hint.shape[0] != frames:
@@ -56,7 +59,7 @@ def windowed_control(control: Any, window: cw.IndexListContextWindow, frames: in
             )
         out.cond_hint_original = window.get_tensor(hint)
         out.cond_hint = None  # rebuilt from the window's frames at the window's size
-    out.previous_controlnet = windowed_control(control.previous_controlnet, window, frames)
+    out.previous_controlnet = windowed_control(control.previous_controlnet, window, frames, memo)
     return out
 
 
@@ -93,9 +96,11 @@ class TAVContextHandler(cw.IndexListContextHandler):
         resized = super().get_resized_cond(cond_in, x_in, window, device)
         if resized is None:
             return None
-        frames = x_in.size(self.dim)
+        frames, memo = x_in.size(self.dim), window.__dict__.setdefault("tav_controls", {})
         return [
-            {**c, "control": windowed_control(c["control"], window, frames)} if c.get("control") is not None else c
+            {**c, "control": windowed_control(c["control"], window, frames, memo)}
+            if c.get("control") is not None
+            else c
             for c in resized
         ]
 

@@ -21,12 +21,11 @@ import pytest
 import torch
 from comfy_client import ComfyClient, error_text, status_messages
 from comfy_host import COMFY_DIR, PYTHON, ComfyServer
-from helpers import TEST_CLIP, load_api, node_of, set_inputs
+from helpers import SIGMA0, TEST_CLIP, latent, load_api, node_of, rel, set_inputs
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tav import ddim, native
-from tav.checkpoints import sd_scheduler_config
+from tav import native
 
 TUNED = "tav_native_probe.safetensors"
 LORA = "tav_native_probe_lora.safetensors"
@@ -34,12 +33,6 @@ FROM_PIPELINE = "(from pipeline)"
 CFG = 7.5
 #: frame size: 32 px = 4x4 latents, the smallest the tiny UNet (one downsampling) and ControlNet take
 SIZE = 32
-#: ComfyUI's sigma(t=0): the reference DDIM ends at alpha_bar_0, which ComfyUI scales by sqrt(1 + s0^2)
-SIGMA0 = float(native.sigmas_from_alphas(ddim.alphas_cumprod(sd_scheduler_config()))[0])
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +115,6 @@ def run_ok(client: ComfyClient, prompt: dict, timeout: float = 600) -> tuple[str
     pid, entry = client.run(prompt, timeout=timeout)
     assert entry["status"]["status_str"] == "success", error_text(entry)
     return pid, entry
-
-
-def latent(server: ComfyServer, entry: dict, node: str) -> torch.Tensor:
-    rec = entry["outputs"][node]["latents"][0]
-    with safe_open(str(server.output / rec["subfolder"] / rec["filename"]), "pt") as f:
-        return f.get_tensor("latent_tensor")
 
 
 def stock_vs_tav(server: ComfyServer, entry: dict, stock_node: str = "17", tav_node: str = "9") -> float:
