@@ -1,7 +1,7 @@
 """Long clips on the native path: ComfyUI's context windows over the tuned MODEL, as ``tav`` windows them.
 
 A subclass of ComfyUI's ``IndexListContextHandler`` (its sampling hook, per-window cond slicing and
-fusion stay ComfyUI's), with ``tav.windows``' spans and fusion ramps, and three fixes:
+fusion stay ComfyUI's), with ``tav.windows``' spans and fusion ramps, two workarounds and the anchor:
 
 - ``set_step`` compares the per-frame timestep batch with ``sample_sigmas`` and raises a size
   mismatch when frames are the batch (ComfyUI 0.3.64-0.3.75): it gets one timestep;
@@ -86,9 +86,10 @@ class TAVContextHandler(cw.IndexListContextHandler):
 
     def get_context_windows(self, model: Any, x_in: torch.Tensor, model_options: dict) -> list:
         windows = super().get_context_windows(model, x_in, model_options)
-        if self.windows.anchor:
-            kv: dict = {}  # one step's frame-0 keys/values, shared by its windows
-            for w in windows:
+        kv: dict = {}  # one step's frame-0 keys/values, shared by its windows
+        for w in windows:
+            w.tav_controls = {}  # the window's ControlNet copies (see windowed_control)
+            if self.windows.anchor:
                 w.tav_anchor = FrameAnchor(kv, record=w.index_list[0] == 0)
         return windows
 
@@ -96,7 +97,7 @@ class TAVContextHandler(cw.IndexListContextHandler):
         resized = super().get_resized_cond(cond_in, x_in, window, device)
         if resized is None:
             return None
-        frames, memo = x_in.size(self.dim), window.__dict__.setdefault("tav_controls", {})
+        frames, memo = x_in.size(self.dim), window.tav_controls
         return [
             {**c, "control": windowed_control(c["control"], window, frames, memo)}
             if c.get("control") is not None
