@@ -185,8 +185,7 @@ class FrameAnchor:
             for j, uuid in enumerate(uuids):
                 self.kv[(block, uuid)] = (k0[j : j + 1], v0[j : j + 1])
             return first_and_former(k, frames), first_and_former(v, frames)
-        missing = [u for u in uuids if (block, u) not in self.kv]
-        if missing:
+        if any((block, u) not in self.kv for u in uuids):
             raise RuntimeError("context windows: the window holding frame 0 must run first in every step")
         k0 = torch.cat([self.kv[(block, u)][0] for u in uuids])
         v0 = torch.cat([self.kv[(block, u)][1] for u in uuids])
