@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .common import register_folders
+from .context_windows import TAV_ContextWindows
 from .control import TAV_ControlNet
 from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
 from .native import TAV_ApplyToModel, TAV_DDIMSigmas, TAV_InvertedToLatent
@@ -25,6 +26,7 @@ NODE_CLASS_MAPPINGS = {
     "TAV_ApplyToModel": TAV_ApplyToModel,
     "TAV_InvertedToLatent": TAV_InvertedToLatent,
     "TAV_DDIMSigmas": TAV_DDIMSigmas,
+    "TAV_ContextWindows": TAV_ContextWindows,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -42,6 +44,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TAV_ApplyToModel": "Tune-A-Video → MODEL",
     "TAV_InvertedToLatent": "Inverted Noise → LATENT (Tune-A-Video)",
     "TAV_DDIMSigmas": "DDIM Sigmas (Tune-A-Video)",
+    "TAV_ContextWindows": "Context Windows (Tune-A-Video)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folders"]

@@ -161,15 +161,50 @@ def _video_norm(norm: nn.Module, ctx: FrameContext) -> nn.Module:
     return new
 
 
+@dataclasses.dataclass
+class FrameAnchor:
+    """The clip's frame 0 as every context window's sparse-causal anchor, for one sampling step.
+
+    Set on each window by :mod:`nodes.context_windows` (``context_window.tav_anchor``): the window
+    starting at frame 0 runs first and ``record``s frame 0's keys/values per attn1 and per cond
+    (ComfyUI may run a window's cond and uncond in one batch or in two), later windows attend to them.
+    """
+
+    kv: dict[tuple, tuple[torch.Tensor, torch.Tensor]]
+    record: bool
+
+    def keys_values(
+        self, k: torch.Tensor, v: torch.Tensor, frames: int, extra_options: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from tav.attention import anchored_first_and_former, first_and_former, first_frame
+
+        block = (*extra_options["block"], extra_options.get("block_index", 0))
+        uuids = extra_options["uuids"]
+        if self.record:
+            k0, v0 = first_frame(k, frames), first_frame(v, frames)
+            for j, uuid in enumerate(uuids):
+                self.kv[(block, uuid)] = (k0[j : j + 1], v0[j : j + 1])
+            return first_and_former(k, frames), first_and_former(v, frames)
+        if any((block, u) not in self.kv for u in uuids):
+            raise RuntimeError("context windows: the window holding frame 0 must run first in every step")
+        k0 = torch.cat([self.kv[(block, u)][0] for u in uuids])
+        v0 = torch.cat([self.kv[(block, u)][1] for u in uuids])
+        return anchored_first_and_former(k, k0, frames), anchored_first_and_former(v, v0, frames)
+
+
 def _sparse_causal(ctx: FrameContext) -> Callable:
-    """An attn1 replacement: keys/values of frame 0 and frame i-1 for the query of frame i."""
+    """An attn1 replacement: keys/values of frame 0 and frame i-1 for the query of frame i (in a context
+    window with the frame-0 anchor, frame 0 is the clip's, see :class:`FrameAnchor`)."""
     from tav.attention import first_and_former
 
     def attn1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         from comfy.ldm.modules import attention
 
         f = ctx.frames
-        if f > 1:
+        anchor = getattr(extra_options.get("context_window"), "tav_anchor", None)
+        if anchor is not None:
+            k, v = anchor.keys_values(k, v, f, extra_options)
+        elif f > 1:
             k, v = first_and_former(k, f), first_and_former(v, f)
         return attention.optimized_attention(
             q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision")

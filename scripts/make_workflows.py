@@ -93,6 +93,15 @@ NOTES = {
         "settings. Frames are the LATENT batch. ComfyUI loads and offloads the model like any other.\n\n"
         "Save Tuned / Load Tuned work too: pick the file in Tune-A-Video -> MODEL instead of a pipeline."
     ),
+    "tav_native_long_clip": (
+        "The native path on a clip longer than the tuned length: 64 frames of man-skiing edited with a model "
+        "tuned on 8 of them (needs a GPU and v1-5-pruned-emaonly.safetensors in models/checkpoints).\n\n"
+        "1. The first Load Video takes every 8th frame (8 frames): Tune learns the motion from them.\n"
+        "2. The second Load Video takes all 64 frames: DDIM Invert runs them in windows of 8 overlapping by 2.\n"
+        "3. Context Windows (Tune-A-Video) makes the stock sampler denoise the LATENT window by window (memory: "
+        "one window), every window attending to the clip's frame 0, overlaps blended as Sample (Tune-A-Video) "
+        "blends them. Apply ControlNet after it gets each window's own hint frames."
+    ),
     "tav_native_lora_controlnet": (
         "The native path with stock nodes after the bridge: a LoRA loader on the tuned MODEL and Apply "
         "ControlNet (Advanced) with one Canny edge map per source frame.\n\n"

@@ -73,6 +73,24 @@ def first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
     return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
 
 
+def first_frame(t: torch.Tensor, frames: int) -> torch.Tensor:
+    """Frame 0's tokens ``(b, n, d)`` of ``(b*f, n, d)``: the anchor a windowed step records, as a copy
+    (a view would keep the whole window's keys/values alive for the rest of the step)."""
+    return rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0].clone()
+
+
+def anchored_first_and_former(t: torch.Tensor, anchor: torch.Tensor, frames: int) -> torch.Tensor:
+    """Sparse-causal keys/values of a later window: the clip's frame 0 (``anchor``, ``(b, n, d)``) then
+    frame i-1, per window frame i; the window's first frame gets ``[anchor, anchor]``, as the reference's
+    frame 1 does. Shared by the diffusers processor and the native path's attn1 replacement."""
+    t = rearrange(t, "(b f) n d -> b f n d", f=frames)
+    if anchor.shape[0] != t.shape[0]:
+        raise RuntimeError(f"windowed step: anchor batch {anchor.shape[0]} != window batch {t.shape[0]}")
+    first = anchor[:, None].expand(-1, frames, -1, -1)
+    former = torch.cat([anchor[:, None], t[:, :-1]], dim=1)
+    return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
+
+
 class SparseCausalAttnProcessor:
     """``attn1`` processor: query of frame i, keys/values of frames 0 and i-1 concatenated on tokens.
 
@@ -142,24 +160,14 @@ class SparseCausalAttnProcessor:
         ``[frame 0] + window`` for attention, without recomputing frame 0.
         """
         if shared.record:
-            # a copy: a view would keep the whole window's keys/values alive for the rest of the step
-            shared.kv[id(attn)] = tuple(
-                rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0].clone() for t in (key, value)
-            )
+            shared.kv[id(attn)] = (first_frame(key, frames), first_frame(value, frames))
             if frames == 1:
                 return key, value
             return first_and_former(key, frames), first_and_former(value, frames)
         if id(attn) not in shared.kv:
             raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
-        out = []
-        for t, anchor in zip((key, value), shared.kv[id(attn)], strict=True):
-            t = rearrange(t, "(b f) n d -> b f n d", f=frames)
-            if anchor.shape[0] != t.shape[0]:
-                raise RuntimeError(f"windowed step: anchor batch {anchor.shape[0]} != window batch {t.shape[0]}")
-            first = anchor[:, None].expand(-1, frames, -1, -1)
-            former = torch.cat([anchor[:, None], t[:, :-1]], dim=1)
-            out.append(rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d"))
-        return out[0], out[1]
+        k0, v0 = shared.kv[id(attn)]
+        return anchored_first_and_former(key, k0, frames), anchored_first_and_former(value, v0, frames)
 
 
 class TemporalAttnProcessor:

@@ -97,6 +97,18 @@ def tiny_sd15(comfy_server: ComfyServer) -> str:
 
 
 @pytest.fixture(scope="session")
+def controlnet(comfy_server: ComfyServer, tiny_sd15: str) -> str:
+    """A random-weight SD1.5-shaped ControlNet in models/controlnet; returns its name."""
+    name = "tiny_sd15_controlnet.safetensors"
+    out = comfy_server.models / "controlnet" / name
+    if not out.is_file():
+        cmd = [PYTHON, str(REPO / "scripts" / "make_tiny_sd15.py"), str(out), "--controlnet"]
+        res = subprocess.run(cmd + ["--comfy-dir", str(COMFY_DIR)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+    return name
+
+
+@pytest.fixture(scope="session")
 def client(comfy_server: ComfyServer) -> Iterator[ComfyClient]:
     c = ComfyClient(comfy_server.url)
     c.connect_ws()

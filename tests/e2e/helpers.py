@@ -7,11 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+
+from tav import ddim, native
+from tav.checkpoints import sd_scheduler_config
+
 REPO = Path(__file__).resolve().parents[2]
 API_DIR = REPO / "workflows" / "api"
 UI_DIR = REPO / "workflows"
 #: the clip the test fixture writes into the input folder (8 frames, 64x64)
 TEST_CLIP = "tav_shapes_red_square.mp4"
+#: ComfyUI's sigma(t=0): the reference DDIM ends at alpha_bar_0, which ComfyUI scales by sqrt(1 + s0^2)
+SIGMA0 = float(native.sigmas_from_alphas(ddim.alphas_cumprod(sd_scheduler_config()))[0])
 
 
 def load_api(name: str) -> dict:
@@ -48,3 +56,14 @@ def saved_files(entry: dict, node_id: str) -> list[dict]:
     """The ``{"filename", "subfolder", "type"}`` records a node reported in /history."""
     out = entry["outputs"].get(node_id, {})
     return list(out.get("images", []))
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|: how the native-path tests measure differences."""
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+def latent(server: Any, entry: dict, node: str) -> torch.Tensor:
+    rec = entry["outputs"][node]["latents"][0]
+    with safe_open(str(server.output / rec["subfolder"] / rec["filename"]), "pt") as f:
+        return f.get_tensor("latent_tensor")

@@ -27,6 +27,7 @@ EXPECTED = {
     "TAV_ApplyToModel": {"model", "tuned_weights", "check_base_model", "pipeline"},
     "TAV_InvertedToLatent": {"inverted", "model"},
     "TAV_DDIMSigmas": {"model", "steps"},
+    "TAV_ContextWindows": {"model", "window", "overlap", "anchor_first_frame", "fuse_method"},
 }  # fmt: skip
 
 
@@ -57,6 +58,7 @@ def test_object_info_lists_every_node(client: ComfyClient) -> None:
     assert info["TAV_ApplyToModel"]["output"] == ["MODEL"]
     assert info["TAV_InvertedToLatent"]["output"] == ["LATENT"]
     assert info["TAV_DDIMSigmas"]["output"] == ["SIGMAS"]
+    assert info["TAV_ContextWindows"]["output"] == ["MODEL"]
 
 
 def test_tuneavideo_folder_registered(client: ComfyClient, comfy_server: ComfyServer) -> None:

@@ -20,27 +20,19 @@ from typing import Any
 import pytest
 import torch
 from comfy_client import ComfyClient, error_text, status_messages
-from comfy_host import COMFY_DIR, PYTHON, REPO, ComfyServer
-from helpers import TEST_CLIP, load_api, node_of, set_inputs
+from comfy_host import COMFY_DIR, PYTHON, ComfyServer
+from helpers import SIGMA0, TEST_CLIP, latent, load_api, node_of, rel, set_inputs
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tav import ddim, native
-from tav.checkpoints import sd_scheduler_config
+from tav import native
 
 TUNED = "tav_native_probe.safetensors"
 LORA = "tav_native_probe_lora.safetensors"
-CONTROLNET = "tiny_sd15_controlnet.safetensors"
 FROM_PIPELINE = "(from pipeline)"
 CFG = 7.5
 #: frame size: 32 px = 4x4 latents, the smallest the tiny UNet (one downsampling) and ControlNet take
 SIZE = 32
-#: ComfyUI's sigma(t=0): the reference DDIM ends at alpha_bar_0, which ComfyUI scales by sqrt(1 + s0^2)
-SIGMA0 = float(native.sigmas_from_alphas(ddim.alphas_cumprod(sd_scheduler_config()))[0])
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +69,6 @@ def lora(comfy_server: ComfyServer, tiny_sd15: str) -> str:
     assert tensors
     save_file(tensors, str(path))
     return LORA
-
-
-@pytest.fixture(scope="module")
-def controlnet(comfy_server: ComfyServer, tiny_sd15: str) -> str:
-    out = comfy_server.models / "controlnet" / CONTROLNET
-    if not out.is_file():
-        cmd = [PYTHON, str(REPO / "scripts" / "make_tiny_sd15.py"), str(out), "--controlnet"]
-        res = subprocess.run(cmd + ["--comfy-dir", str(COMFY_DIR)], capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr
-    return CONTROLNET
 
 
 def graph(ckpt: str, frames: int, steps: int, *, file_route: bool = False, cfg: float = CFG) -> dict[str, Any]:
@@ -133,12 +115,6 @@ def run_ok(client: ComfyClient, prompt: dict, timeout: float = 600) -> tuple[str
     pid, entry = client.run(prompt, timeout=timeout)
     assert entry["status"]["status_str"] == "success", error_text(entry)
     return pid, entry
-
-
-def latent(server: ComfyServer, entry: dict, node: str) -> torch.Tensor:
-    rec = entry["outputs"][node]["latents"][0]
-    with safe_open(str(server.output / rec["subfolder"] / rec["filename"]), "pt") as f:
-        return f.get_tensor("latent_tensor")
 
 
 def stock_vs_tav(server: ComfyServer, entry: dict, stock_node: str = "17", tav_node: str = "9") -> float:
