@@ -1,0 +1,490 @@
+"""Memory planner: the peak memory of a tune / invert / sample job, known before it starts.
+
+Why: a Stable Diffusion video job that does not fit fails after minutes of work, or takes the
+host's other models down with it. The planner runs this project's own code paths
+(:func:`tav.tuning.tune`, :func:`tav.ddim.invert`, :func:`tav.ddim.sample`, the VAE's
+encode/decode) on fake tensors (``torch._subclasses.fake_tensor.FakeTensorMode``: shapes and dtypes
+propagate, nothing is allocated or computed) under :class:`LiveBytes`, a dispatch mode that keeps the
+bytes of every live tensor storage and their high-water mark. The model is built from its configs
+only, so no weight is ever read. A 512x512 SD1.5 plan takes seconds on a CPU.
+
+CUDA is emulated on the CPU device (autograd on fake CUDA tensors needs a real GPU): allocations are
+rounded to the caching allocator's 512-byte blocks, the fused SDPA kernels' memory is the CPU flash
+kernel's (output + log-sum-exp), and :class:`CudaAutocastPolicy` adds the ops CUDA autocast runs in
+fp32 (GroupNorm, LayerNorm, exp, pow, ...) to CPU autocast's policy.
+
+What it cannot see is a stated allowance (:data:`CONTEXT_BYTES`, :data:`FRAGMENTATION`): the CUDA
+context and library handles (outside torch's allocator), the caching allocator's fragmentation,
+and cuDNN/cuBLAS workspaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import weakref
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+KINDS = ("tune", "invert", "sample")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION = ("flash", "math")
+#: CUDA context, kernels and cuBLAS/cuDNN handles: outside torch's allocator, so neither the planner
+#: nor ``max_memory_allocated`` sees them; 300-500 MiB on recent GPUs with lazy module loading
+CONTEXT_BYTES = 512 * 2**20
+#: caching-allocator fragmentation (reserved over allocated) and cuDNN/cuBLAS workspaces, as a share
+#: of the planned peak; an assumption until the GPU check (benchmarks/gpu_check.py) measures it
+FRAGMENTATION = 0.10
+#: the CUDA caching allocator rounds every block up to a multiple of 512 bytes
+CUDA_BLOCK = 512
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: Stable Diffusion 1.5's UNet and VAE configs (the defaults when no model is given)
+SD15_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+SD15_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfigs:
+    """What the planner needs of a model: its component configs, never its weights."""
+
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    scheduler: dict
+    name: str = "SD1.5"
+
+    @property
+    def latent_factor(self) -> int:
+        return 2 ** (len(self.vae.get("block_out_channels", [0])) - 1)
+
+
+def sd15_configs() -> ModelConfigs:
+    text = json.loads((ASSETS / "clip_l_text_config.json").read_text())
+    sched = json.loads((ASSETS / "scheduler_sd.json").read_text())
+    return ModelConfigs(dict(SD15_UNET), dict(SD15_VAE), text, sched)
+
+
+def read_configs(path: Optional[str]) -> ModelConfigs:
+    """A diffusers folder's ``unet/vae/text_encoder/scheduler`` configs (missing parts: SD1.5's); None: SD1.5.
+
+    A single-file checkpoint is planned as SD1.5 (or SD2's text encoder when its keys say so) from the
+    file's header alone.
+    """
+    base = sd15_configs()
+    if path is None:
+        return base
+    p = Path(path)
+    if p.is_file():
+        return _single_file_configs(p, base)
+    if not p.is_dir():
+        raise ValueError(f"--model {path}: no such folder or file; give a diffusers folder or a .safetensors file")
+    if not (p / "unet" / "config.json").is_file():
+        raise ValueError(f"{p} has no unet/config.json: give a diffusers Stable Diffusion folder")
+
+    def part(name: str, default: dict, file: str = "config.json") -> dict:
+        f = p / name / file
+        if not f.is_file():
+            return default
+        try:
+            found = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{f} is not readable JSON ({e}); re-download the model") from None
+        return {k: v for k, v in found.items() if not k.startswith("_")}
+
+    return ModelConfigs(
+        part("unet", {}),
+        part("vae", base.vae),
+        part("text_encoder", base.text_encoder),
+        {**base.scheduler, **part("scheduler", {}, "scheduler_config.json")},
+        name=p.name,
+    )
+
+
+def _single_file_configs(p: Path, base: ModelConfigs) -> ModelConfigs:
+    from safetensors import safe_open
+
+    if p.suffix != ".safetensors":
+        raise ValueError(f"{p}: the planner reads diffusers folders and .safetensors files (header only)")
+    with safe_open(str(p), framework="pt") as f:
+        keys = list(f.keys())
+    if any(k.startswith("cond_stage_model.model.") for k in keys):  # OpenCLIP-H: SD 2.x
+        text = json.loads((ASSETS / "open_clip_h_text_config.json").read_text())
+        unet = {**base.unet, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20]}
+        unet["use_linear_projection"] = True
+        return dataclasses.replace(base, unet=unet, text_encoder=text, name=p.name)
+    return dataclasses.replace(base, name=p.name)
+
+
+def configs_of(pipe: Any) -> ModelConfigs:
+    """The configs of a loaded :class:`tav.pipeline.Pipeline` (2-D or inflated)."""
+    unet = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+    vae = {k: v for k, v in dict(pipe.vae.config).items() if not k.startswith("_")}
+    return ModelConfigs(unet, vae, pipe.text_encoder.config.to_dict(), dict(pipe.scheduler_config), pipe.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One job to plan. ``precision`` is the frozen weights' type (and tuning's autocast type)."""
+
+    kind: str
+    frames: int
+    height: int
+    width: int
+    precision: str = "bf16"
+    checkpointing: bool = True
+    attention: str = "flash"
+    device: str = "cuda"
+    #: frames the VAE encodes/decodes at once (Pipeline.vae_batch)
+    vae_batch: int = 1
+
+    def check(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.device not in ("cuda", "cpu"):
+            raise ValueError(f"device must be cuda or cpu, got {self.device!r}")
+        if self.frames < 1 or self.height < 8 or self.width < 8:
+            raise ValueError(f"need at least 1 frame of 8x8 pixels, got {self.frames} of {self.width}x{self.height}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Peak bytes of a job's largest phase, split up; ``activations`` is the peak minus the rest, so it
+    includes the autograd-saved tensors, temporaries and inputs live at the peak."""
+
+    job: Job
+    phase: str
+    weights: int
+    optimizer: int
+    gradients: int
+    activations: int
+    #: every phase's peak, e.g. {"encode": ..., "tune": ...}
+    phases: dict
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.optimizer + self.gradients + self.activations
+
+    @property
+    def allowance(self) -> int:
+        """What the planner cannot see (CUDA only): context + fragmentation/workspaces."""
+        if self.job.device != "cuda":
+            return 0
+        return CONTEXT_BYTES + int(self.peak * FRAGMENTATION)
+
+    @property
+    def total(self) -> int:
+        return self.peak + self.allowance
+
+    def table(self) -> str:
+        j = self.job
+        rows = [
+            f"{j.kind} {j.frames} frames at {j.width}x{j.height}, {j.precision}, "
+            f"checkpointing {'on' if j.checkpointing else 'off'}, {j.attention} attention, {j.device}",
+            f"  weights      {gib(self.weights):>9}",
+            f"  optimizer    {gib(self.optimizer):>9}",
+            f"  gradients    {gib(self.gradients):>9}",
+            f"  activations  {gib(self.activations):>9}   (peak phase: {self.phase})",
+            f"  peak         {gib(self.peak):>9}   (= torch.cuda.max_memory_allocated)",
+        ]
+        if j.device == "cuda":
+            rows.append(
+                f"  allowance    {gib(self.allowance):>9}   (CUDA context {gib(CONTEXT_BYTES)} + "
+                f"{FRAGMENTATION:.0%} fragmentation/workspaces)"
+            )
+            rows.append(f"  total        {gib(self.total):>9}")
+        return "\n".join(rows)
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages alive now and their high-water mark, seen at the dispatcher.
+
+    Every op output's storage is counted once (rounded up to ``block`` bytes) until the storage is
+    freed. Works on real and fake tensors alike, so the same probe measures a real CPU run. With
+    ``fake=True``, ``.item()`` answers 1 (fake tensors have no values; the planned code only uses them
+    for control flow and logging).
+    """
+
+    def __init__(self, *, block: int = 1, fake: bool = False) -> None:
+        super().__init__()
+        self.block, self.fake = block, fake
+        self.live = self.peak = 0
+        self._sizes: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
+        if self.fake and func is torch.ops.aten._local_scalar_dense.default:
+            return True if args[0].dtype == torch.bool else 1
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.adopt(t)
+        return out
+
+    def adopt(self, t: torch.Tensor) -> None:
+        """Count ``t``'s storage if it is not counted yet (for tensors made before the mode was entered)."""
+        s = t.untyped_storage()
+        key = id(s)
+        if key in self._sizes:
+            return
+        n = -(-s.nbytes() // self.block) * self.block
+        self._sizes[key] = n
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(s, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+    def reset_peak(self) -> None:
+        self.peak = self.live
+
+
+def _fp32_ops() -> set[Callable]:
+    """Ops CUDA autocast runs in fp32 that CPU autocast leaves in the input's type (the UNet's are
+    GroupNorm, LayerNorm and the timestep embedding's exp)."""
+    names = ("exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt", "pow", "acos", "asin")
+    names += ("cosh", "sinh", "tan", "erfinv", "logsumexp", "cumsum", "cumprod", "norm")
+    ops: set[Callable] = {F.layer_norm, F.group_norm, F.softplus, F.cosine_similarity, F.softmax, F.log_softmax}
+    for n in names:
+        ops.update(getattr(m, n) for m in (torch, torch.Tensor) if hasattr(m, n))
+    ops.update({torch.Tensor.__pow__, torch.Tensor.__rpow__})
+    return ops
+
+
+_FP32_OPS = _fp32_ops()
+
+
+class CudaAutocastPolicy(TorchFunctionMode):
+    """While CPU autocast is on, also run CUDA autocast's fp32 ops in fp32 (inputs upcast, fp32 out),
+    so a CPU run keeps the tensors a CUDA autocast run keeps.
+
+    Autograd runs backward without torch-function modes (and restores the caller's modes after it),
+    and gradient checkpointing recomputes blocks there: a global module pre-hook re-enters the policy
+    for the rest of the backward pass. (No post-hook: recomputation stops early, mid-module.)
+    """
+
+    def __enter__(self) -> CudaAutocastPolicy:
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        self._hook = register_module_forward_pre_hook(self._pre)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._hook.remove()
+        super().__exit__(*exc)
+
+    def _pre(self, module: torch.nn.Module, args: Any) -> None:
+        if self not in _get_current_function_mode_stack():
+            TorchFunctionMode.__enter__(self)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _FP32_OPS and torch.is_autocast_enabled("cpu"):
+            args, kwargs = tree_map(_upcast, (args, kwargs))
+        return func(*args, **kwargs)
+
+
+def _upcast(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
+@contextlib.contextmanager
+def emulation(job: Job, live: LiveBytes) -> Iterator[None]:
+    """The device's behaviour for ``job`` on the CPU: autocast policy and SDPA kernel."""
+    with contextlib.ExitStack() as stack:
+        if job.device == "cuda" and job.precision != "fp32":
+            stack.enter_context(CudaAutocastPolicy())
+        if job.attention == "math":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
+
+
+def build_pipeline(configs: ModelConfigs, dtype: torch.dtype, *, seed: int = 0) -> Any:
+    """An inflated pipeline with random weights in ``dtype`` built from ``configs`` (fake under FakeTensorMode)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .inflation import inflate
+    from .pipeline import Pipeline
+
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in place: module.to() cannot swap fake parameters
+    try:
+        unet = UNet2DConditionModel(**configs.unet).eval()
+        vae = AutoencoderKL(**_known(AutoencoderKL, configs.vae)).eval()
+        text = CLIPTextModel(CLIPTextConfig(**configs.text_encoder)).eval()
+        return inflate(Pipeline(unet, vae, text, None, dict(configs.scheduler), source=configs.name))
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _known(cls: type, config: dict) -> dict:
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in config.items() if k in accepted}
+
+
+def trainable_numel(unet: torch.nn.Module) -> int:
+    from .tuning import DEFAULT_TRAINABLE, trainable_names
+
+    names = set(trainable_names(unet, DEFAULT_TRAINABLE))
+    return sum(p.numel() for n, p in unet.named_parameters() if n in names)
+
+
+def run_phases(pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2) -> dict[str, int]:
+    """Run ``job``'s phases on ``pipe`` (fake or real) and return each phase's peak live bytes."""
+    from . import ddim
+    from .tuning import TuneConfig, tune
+
+    k = pipe.latent_factor
+    f, h, w = job.frames, job.height // k, job.width // k
+    c = pipe.unet.config.in_channels
+    embeds = torch.zeros(1, 77, pipe.text_encoder.config.hidden_size)
+    latents = torch.zeros(1, c, f, h, w)
+    pipe = pipe.replace(vae_batch=job.vae_batch)
+    peaks: dict[str, int] = {}
+
+    def phase(name: str, fn: Callable[[], Any]) -> None:
+        live.reset_peak()
+        with emulation(job, live):
+            fn()
+        peaks[name] = live.peak
+
+    if job.kind in ("tune", "invert"):
+        pixels = torch.zeros(job.vae_batch, job.height, job.width, 3)
+        phase("encode", lambda: pipe.encode_video(pixels))
+    if job.kind == "tune":
+        cfg = TuneConfig(steps=steps, precision=job.precision, gradient_checkpointing=job.checkpointing)
+        phase("tune", lambda: tune(pipe, latents, embeds, cfg))
+    elif job.kind == "invert":
+        phase("invert", lambda: ddim.invert(pipe, latents, steps=1, prompt_embeds=embeds))
+    else:
+        phase("sample", lambda: ddim.sample(pipe, embeds, negative_embeds=embeds, latents=latents, steps=1))
+        one = torch.zeros(1, c, job.vae_batch, h, w)
+        phase("decode", lambda: pipe.decode_latents(one))
+    return peaks
+
+
+def plan(configs: ModelConfigs, job: Job) -> Plan:
+    """Plan ``job`` for the model described by ``configs`` (fake tensors: nothing is allocated)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    job.check()
+    dtype = PRECISIONS[job.precision]
+    block = CUDA_BLOCK if job.device == "cuda" else 1
+    with FakeTensorMode(), LiveBytes(block=block, fake=True) as live:
+        pipe = build_pipeline(configs, dtype)
+        weights = live.live
+        n_train = trainable_numel(pipe.unet) if job.kind == "tune" else 0
+        peaks = run_phases(pipe, job, live)
+        del pipe
+    return split(job, peaks, weights, n_train)
+
+
+def split(job: Job, peaks: dict[str, int], weights: int, n_train: int) -> Plan:
+    """The largest phase's peak split into weights (+ fp32 trainable masters when autocasting),
+    AdamW's two fp32 moments, fp32 gradients and the rest."""
+    phase = max(peaks, key=peaks.get)
+    peak = peaks[phase]
+    masters = 4 * n_train if job.precision != "fp32" else 0
+    optimizer = 8 * n_train if phase == "tune" else 0
+    gradients = 4 * n_train if phase == "tune" else 0
+    weights += masters if phase == "tune" else 0
+    return Plan(job, phase, weights, optimizer, gradients, peak - weights - optimizer - gradients, peaks)
+
+
+def largest_fitting(configs: ModelConfigs, job: Job, budget: int) -> dict[str, Optional[int]]:
+    """The most frames (at ``job``'s size) and the largest square-ish size (at ``job``'s frames, sides
+    in multiples of 64) whose :attr:`Plan.total` fits ``budget`` bytes; None when nothing does."""
+    return {"frames": _max_frames(configs, job, budget), "scale": _max_scale(configs, job, budget)}
+
+
+def _fits(configs: ModelConfigs, job: Job, budget: int) -> bool:
+    return plan(configs, job).total <= budget
+
+
+def _max_frames(configs: ModelConfigs, job: Job, budget: int) -> Optional[int]:
+    """Peak grows linearly in frames: extrapolate from two plans, then step to the exact boundary."""
+    a, b = (plan(configs, dataclasses.replace(job, frames=n)).total for n in (2, 4))
+    per = max(1.0, (b - a) / 2)
+    guess = max(1, int(2 + (budget - a) / per))
+    f = guess
+    while f > 1 and not _fits(configs, dataclasses.replace(job, frames=f), budget):
+        f -= 1
+    if not _fits(configs, dataclasses.replace(job, frames=f), budget):
+        return None
+    while _fits(configs, dataclasses.replace(job, frames=f + 1), budget):
+        f += 1
+    return f
+
+
+def _max_scale(configs: ModelConfigs, job: Job, budget: int) -> Optional[int]:
+    """The largest 64-pixel multiple ``m`` such that ``m*64`` on the longer side (aspect kept) fits."""
+    longer = max(job.width, job.height)
+    best = None
+    for m in range(math.ceil(longer / 64), 0, -1):
+        w = max(64, round(job.width * m * 64 / longer / 64) * 64)
+        h = max(64, round(job.height * m * 64 / longer / 64) * 64)
+        if _fits(configs, dataclasses.replace(job, width=w, height=h), budget):
+            best = m
+            break
+    return best
+
+
+def fitting_sizes(job: Job, scale: Optional[int]) -> Optional[tuple[int, int]]:
+    if scale is None:
+        return None
+    longer = max(job.width, job.height)
+    w = max(64, round(job.width * scale * 64 / longer / 64) * 64)
+    h = max(64, round(job.height * scale * 64 / longer / 64) * 64)
+    return w, h
+
+
+def adopt_all(live: LiveBytes, tensors: Iterable[torch.Tensor]) -> None:
+    for t in tensors:
+        live.adopt(t)
