@@ -23,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -47,6 +46,8 @@ FRAGMENTATION = 0.10
 #: the CUDA caching allocator rounds every block up to a multiple of 512 bytes
 CUDA_BLOCK = 512
 ASSETS = Path(__file__).resolve().parent / "assets"
+#: the search for what fits stops here (the widgets' limit)
+MAX_FRAMES = 1024
 
 #: Stable Diffusion 1.5's UNet and VAE configs (the defaults when no model is given)
 SD15_UNET = {
@@ -240,9 +241,13 @@ class LiveBytes(TorchDispatchMode):
 
     Every op output's storage is counted once (rounded up to ``block`` bytes) until the storage is
     freed. Works on real and fake tensors alike, so the same probe measures a real CPU run. With
-    ``fake=True``, ``.item()`` answers 1 (fake tensors have no values; the planned code only uses them
-    for control flow and logging).
+    ``fake=True``, ``.item()`` answers True for booleans (finiteness checks pass) and ``scalar``
+    otherwise: fake tensors have no values, and the planned code only uses them for control flow,
+    noise levels and logging. Tuning needs 0 (GradScaler then finds no inf and steps), DDIM a noise
+    level in (0, 1).
     """
+
+    scalar: float = 0.5
 
     def __init__(self, *, block: int = 1, fake: bool = False) -> None:
         super().__init__()
@@ -252,7 +257,8 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
         if self.fake and func is torch.ops.aten._local_scalar_dense.default:
-            return True if args[0].dtype == torch.bool else 1
+            dtype = args[0].dtype
+            return True if dtype == torch.bool else (self.scalar if dtype.is_floating_point else int(self.scalar))
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -330,7 +336,7 @@ def _upcast(x: Any) -> Any:
 
 
 @contextlib.contextmanager
-def emulation(job: Job, live: LiveBytes) -> Iterator[None]:
+def emulation(job: Job) -> Iterator[None]:
     """The device's behaviour for ``job`` on the CPU: autocast policy and SDPA kernel."""
     with contextlib.ExitStack() as stack:
         if job.device == "cuda" and job.precision != "fp32":
@@ -342,21 +348,23 @@ def emulation(job: Job, live: LiveBytes) -> Iterator[None]:
         yield
 
 
-def build_pipeline(configs: ModelConfigs, dtype: torch.dtype, *, seed: int = 0) -> Any:
-    """An inflated pipeline with random weights in ``dtype`` built from ``configs`` (fake under FakeTensorMode)."""
+def build_pipeline(configs: ModelConfigs, dtype: torch.dtype, *, init: bool = True) -> Any:
+    """An inflated pipeline built from ``configs`` in ``dtype`` (fake under FakeTensorMode). ``init=False``
+    skips weight initialisation (the planner needs shapes, not values)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.modeling_utils import no_init_weights
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from .inflation import inflate
     from .pipeline import Pipeline
 
-    torch.manual_seed(seed)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # built in place: module.to() cannot swap fake parameters
+    torch.set_default_dtype(dtype)  # built in place: Module.to() cannot move fake parameters
     try:
-        unet = UNet2DConditionModel(**configs.unet).eval()
-        vae = AutoencoderKL(**_known(AutoencoderKL, configs.vae)).eval()
-        text = CLIPTextModel(CLIPTextConfig(**configs.text_encoder)).eval()
+        with no_init_weights() if not init else contextlib.nullcontext():
+            unet = UNet2DConditionModel(**configs.unet).eval()
+            vae = AutoencoderKL(**_known(AutoencoderKL, configs.vae)).eval()
+            text = CLIPTextModel(CLIPTextConfig(**configs.text_encoder)).eval()
         return inflate(Pipeline(unet, vae, text, None, dict(configs.scheduler), source=configs.name))
     finally:
         torch.set_default_dtype(previous)
@@ -376,8 +384,14 @@ def trainable_numel(unet: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in unet.named_parameters() if n in names)
 
 
-def run_phases(pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2) -> dict[str, int]:
-    """Run ``job``'s phases on ``pipe`` (fake or real) and return each phase's peak live bytes."""
+def run_phases(
+    pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2, probe: Optional[Callable[[str, bool], None]] = None
+) -> dict[str, int]:
+    """Run ``job``'s phases on ``pipe`` (fake or real) and return each phase's peak live bytes.
+
+    Tuning runs ``steps`` steps (the second one holds AdamW's state). ``probe(phase, started)`` is
+    called around every phase (the benchmarks read process memory there).
+    """
     from . import ddim
     from .tuning import TuneConfig, tune
 
@@ -390,17 +404,23 @@ def run_phases(pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2) -> dict[
     peaks: dict[str, int] = {}
 
     def phase(name: str, fn: Callable[[], Any]) -> None:
+        if probe:
+            probe(name, True)
         live.reset_peak()
-        with emulation(job, live):
+        with emulation(job):
             fn()
         peaks[name] = live.peak
+        if probe:
+            probe(name, False)
 
     if job.kind in ("tune", "invert"):
         pixels = torch.zeros(job.vae_batch, job.height, job.width, 3)
         phase("encode", lambda: pipe.encode_video(pixels))
     if job.kind == "tune":
         cfg = TuneConfig(steps=steps, precision=job.precision, gradient_checkpointing=job.checkpointing)
+        live.scalar = 0.0
         phase("tune", lambda: tune(pipe, latents, embeds, cfg))
+        live.scalar = 0.5
     elif job.kind == "invert":
         phase("invert", lambda: ddim.invert(pipe, latents, steps=1, prompt_embeds=embeds))
     else:
@@ -410,20 +430,73 @@ def run_phases(pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2) -> dict[
     return peaks
 
 
-def plan(configs: ModelConfigs, job: Job) -> Plan:
-    """Plan ``job`` for the model described by ``configs`` (fake tensors: nothing is allocated)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+class Planner:
+    """Plans jobs for one model. Its fake pipeline is built once per precision, and the fake
+    dispatch cache warms up, so the plans after the first take a fraction of its time."""
 
-    job.check()
-    dtype = PRECISIONS[job.precision]
-    block = CUDA_BLOCK if job.device == "cuda" else 1
-    with FakeTensorMode(), LiveBytes(block=block, fake=True) as live:
-        pipe = build_pipeline(configs, dtype)
-        weights = live.live
-        n_train = trainable_numel(pipe.unet) if job.kind == "tune" else 0
-        peaks = run_phases(pipe, job, live)
-        del pipe
-    return split(job, peaks, weights, n_train)
+    def __init__(self, configs: ModelConfigs) -> None:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.configs = configs
+        self._mode = FakeTensorMode()
+        self._pipes: dict[torch.dtype, Any] = {}
+        self._plans: dict[Job, Plan] = {}
+
+    def plan(self, job: Job) -> Plan:
+        """Plan ``job`` (fake tensors: nothing is allocated)."""
+        job.check()
+        if job not in self._plans:
+            self._plans[job] = self._plan(job)
+        return self._plans[job]
+
+    def _plan(self, job: Job) -> Plan:
+        dtype = PRECISIONS[job.precision]
+        block = CUDA_BLOCK if job.device == "cuda" else 1
+        with self._mode:
+            if dtype not in self._pipes:
+                self._pipes[dtype] = build_pipeline(self.configs, dtype, init=False)
+            pipe = self._pipes[dtype]
+            with LiveBytes(block=block, fake=True) as live:
+                for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+                    for t in list(m.parameters()) + list(m.buffers()):
+                        live.adopt(t)
+                weights = live.live
+                n_train = trainable_numel(pipe.unet) if job.kind == "tune" else 0
+                peaks = run_phases(pipe, job, live)
+        return split(job, peaks, weights, n_train)
+
+    def largest_fitting(self, job: Job, budget: int) -> dict[str, Any]:
+        """The most frames at ``job``'s size, and the largest size (aspect kept, sides multiples of 64)
+        at ``job``'s frames, whose :attr:`Plan.total` fits ``budget`` bytes; None where nothing does."""
+        return {"frames": self._max_frames(job, budget), "size": self._max_size(job, budget)}
+
+    def _fits(self, job: Job, budget: int) -> bool:
+        return self.plan(job).total <= budget
+
+    def _max_frames(self, job: Job, budget: int) -> Optional[int]:
+        """Peak memory is close to linear in frames: extrapolate from two plans, then step to the edge."""
+        a, b = (self.plan(dataclasses.replace(job, frames=n)).total for n in (2, 4))
+        f = max(1, min(MAX_FRAMES, int(2 + (budget - a) / max(1.0, (b - a) / 2))))
+        while f > 1 and not self._fits(dataclasses.replace(job, frames=f), budget):
+            f -= 1
+        if not self._fits(dataclasses.replace(job, frames=f), budget):
+            return None
+        while f < MAX_FRAMES and self._fits(dataclasses.replace(job, frames=f + 1), budget):
+            f += 1
+        return f
+
+    def _max_size(self, job: Job, budget: int) -> Optional[tuple[int, int]]:
+        longer = max(job.width, job.height)
+        for m in range(max(1, longer // 64), 0, -1):
+            w, h = (max(64, round(side * m / longer) * 64) for side in (job.width, job.height))
+            if self._fits(dataclasses.replace(job, width=w, height=h), budget):
+                return w, h
+        return None
+
+
+def plan(configs: ModelConfigs, job: Job) -> Plan:
+    """Plan one job (see :class:`Planner` to plan several for one model)."""
+    return Planner(configs).plan(job)
 
 
 def split(job: Job, peaks: dict[str, int], weights: int, n_train: int) -> Plan:
@@ -436,55 +509,3 @@ def split(job: Job, peaks: dict[str, int], weights: int, n_train: int) -> Plan:
     gradients = 4 * n_train if phase == "tune" else 0
     weights += masters if phase == "tune" else 0
     return Plan(job, phase, weights, optimizer, gradients, peak - weights - optimizer - gradients, peaks)
-
-
-def largest_fitting(configs: ModelConfigs, job: Job, budget: int) -> dict[str, Optional[int]]:
-    """The most frames (at ``job``'s size) and the largest square-ish size (at ``job``'s frames, sides
-    in multiples of 64) whose :attr:`Plan.total` fits ``budget`` bytes; None when nothing does."""
-    return {"frames": _max_frames(configs, job, budget), "scale": _max_scale(configs, job, budget)}
-
-
-def _fits(configs: ModelConfigs, job: Job, budget: int) -> bool:
-    return plan(configs, job).total <= budget
-
-
-def _max_frames(configs: ModelConfigs, job: Job, budget: int) -> Optional[int]:
-    """Peak grows linearly in frames: extrapolate from two plans, then step to the exact boundary."""
-    a, b = (plan(configs, dataclasses.replace(job, frames=n)).total for n in (2, 4))
-    per = max(1.0, (b - a) / 2)
-    guess = max(1, int(2 + (budget - a) / per))
-    f = guess
-    while f > 1 and not _fits(configs, dataclasses.replace(job, frames=f), budget):
-        f -= 1
-    if not _fits(configs, dataclasses.replace(job, frames=f), budget):
-        return None
-    while _fits(configs, dataclasses.replace(job, frames=f + 1), budget):
-        f += 1
-    return f
-
-
-def _max_scale(configs: ModelConfigs, job: Job, budget: int) -> Optional[int]:
-    """The largest 64-pixel multiple ``m`` such that ``m*64`` on the longer side (aspect kept) fits."""
-    longer = max(job.width, job.height)
-    best = None
-    for m in range(math.ceil(longer / 64), 0, -1):
-        w = max(64, round(job.width * m * 64 / longer / 64) * 64)
-        h = max(64, round(job.height * m * 64 / longer / 64) * 64)
-        if _fits(configs, dataclasses.replace(job, width=w, height=h), budget):
-            best = m
-            break
-    return best
-
-
-def fitting_sizes(job: Job, scale: Optional[int]) -> Optional[tuple[int, int]]:
-    if scale is None:
-        return None
-    longer = max(job.width, job.height)
-    w = max(64, round(job.width * scale * 64 / longer / 64) * 64)
-    h = max(64, round(job.height * scale * 64 / longer / 64) * 64)
-    return w, h
-
-
-def adopt_all(live: LiveBytes, tensors: Iterable[torch.Tensor]) -> None:
-    for t in tensors:
-        live.adopt(t)
