@@ -24,9 +24,9 @@ import contextlib
 import dataclasses
 import json
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -194,7 +194,7 @@ class Plan:
     optimizer: int
     gradients: int
     activations: int
-    #: every phase's peak, e.g. {"encode": ..., "tune": ...}
+    #: every phase's live bytes at its start and its peak, e.g. {"tune": {"start": ..., "peak": ...}}
     phases: dict
 
     @property
@@ -241,13 +241,10 @@ class LiveBytes(TorchDispatchMode):
 
     Every op output's storage is counted once (rounded up to ``block`` bytes) until the storage is
     freed. Works on real and fake tensors alike, so the same probe measures a real CPU run. With
-    ``fake=True``, ``.item()`` answers True for booleans (finiteness checks pass) and ``scalar``
-    otherwise: fake tensors have no values, and the planned code only uses them for control flow,
-    noise levels and logging. Tuning needs 0 (GradScaler then finds no inf and steps), DDIM a noise
-    level in (0, 1).
+    ``fake=True``, ``.item()`` answers True for booleans (finiteness checks pass) and 0.5 otherwise
+    (fake tensors have no values; the planned code reads them for control flow, noise levels, AdamW's
+    step count and logging, for which 0.5 is valid; GradScaler would skip the step, see :meth:`Planner.plan`).
     """
-
-    scalar: float = 0.5
 
     def __init__(self, *, block: int = 1, fake: bool = False) -> None:
         super().__init__()
@@ -258,7 +255,7 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
         if self.fake and func is torch.ops.aten._local_scalar_dense.default:
             dtype = args[0].dtype
-            return True if dtype == torch.bool else (self.scalar if dtype.is_floating_point else int(self.scalar))
+            return True if dtype == torch.bool else (0.5 if dtype.is_floating_point else 0)
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -386,8 +383,8 @@ def trainable_numel(unet: torch.nn.Module) -> int:
 
 def run_phases(
     pipe: Any, job: Job, live: LiveBytes, *, steps: int = 2, probe: Optional[Callable[[str, bool], None]] = None
-) -> dict[str, int]:
-    """Run ``job``'s phases on ``pipe`` (fake or real) and return each phase's peak live bytes.
+) -> dict[str, dict[str, int]]:
+    """Run ``job``'s phases on ``pipe`` (fake or real); each phase's live bytes at its start and its peak.
 
     Tuning runs ``steps`` steps (the second one holds AdamW's state). ``probe(phase, started)`` is
     called around every phase (the benchmarks read process memory there).
@@ -401,15 +398,16 @@ def run_phases(
     embeds = torch.zeros(1, 77, pipe.text_encoder.config.hidden_size)
     latents = torch.zeros(1, c, f, h, w)
     pipe = pipe.replace(vae_batch=job.vae_batch)
-    peaks: dict[str, int] = {}
+    peaks: dict[str, dict[str, int]] = {}
 
     def phase(name: str, fn: Callable[[], Any]) -> None:
         if probe:
             probe(name, True)
         live.reset_peak()
+        start = live.live
         with emulation(job):
             fn()
-        peaks[name] = live.peak
+        peaks[name] = {"start": start, "peak": live.peak}
         if probe:
             probe(name, False)
 
@@ -418,9 +416,7 @@ def run_phases(
         phase("encode", lambda: pipe.encode_video(pixels))
     if job.kind == "tune":
         cfg = TuneConfig(steps=steps, precision=job.precision, gradient_checkpointing=job.checkpointing)
-        live.scalar = 0.0
         phase("tune", lambda: tune(pipe, latents, embeds, cfg))
-        live.scalar = 0.5
     elif job.kind == "invert":
         phase("invert", lambda: ddim.invert(pipe, latents, steps=1, prompt_embeds=embeds))
     else:
@@ -443,8 +439,14 @@ class Planner:
         self._plans: dict[Job, Plan] = {}
 
     def plan(self, job: Job) -> Plan:
-        """Plan ``job`` (fake tensors: nothing is allocated)."""
+        """Plan ``job`` (fake tensors: nothing is allocated).
+
+        fp16 tuning is planned as bf16: the same sizes and the same CUDA autocast op lists, without
+        GradScaler, whose inf check (a value) fake tensors cannot answer (it holds a few scalars).
+        """
         job.check()
+        if job.kind == "tune" and job.precision == "fp16":
+            return dataclasses.replace(self.plan(dataclasses.replace(job, precision="bf16")), job=job)
         if job not in self._plans:
             self._plans[job] = self._plan(job)
         return self._plans[job]
@@ -499,13 +501,13 @@ def plan(configs: ModelConfigs, job: Job) -> Plan:
     return Planner(configs).plan(job)
 
 
-def split(job: Job, peaks: dict[str, int], weights: int, n_train: int) -> Plan:
+def split(job: Job, phases: dict[str, dict[str, int]], weights: int, n_train: int) -> Plan:
     """The largest phase's peak split into weights (+ fp32 trainable masters when autocasting),
     AdamW's two fp32 moments, fp32 gradients and the rest."""
-    phase = max(peaks, key=peaks.get)
-    peak = peaks[phase]
+    phase = max(phases, key=lambda p: phases[p]["peak"])
+    peak = phases[phase]["peak"]
     masters = 4 * n_train if job.precision != "fp32" else 0
     optimizer = 8 * n_train if phase == "tune" else 0
     gradients = 4 * n_train if phase == "tune" else 0
     weights += masters if phase == "tune" else 0
-    return Plan(job, phase, weights, optimizer, gradients, peak - weights - optimizer - gradients, peaks)
+    return Plan(job, phase, weights, optimizer, gradients, peak - weights - optimizer - gradients, phases)
