@@ -476,16 +476,34 @@ class Planner:
         return self.plan(job).total <= budget
 
     def _max_frames(self, job: Job, budget: int) -> Optional[int]:
-        """Peak memory is close to linear in frames: extrapolate from two plans, then step to the edge."""
-        a, b = (self.plan(dataclasses.replace(job, frames=n)).total for n in (2, 4))
-        f = max(1, min(MAX_FRAMES, int(2 + (budget - a) / max(1.0, (b - a) / 2))))
-        while f > 1 and not self._fits(dataclasses.replace(job, frames=f), budget):
-            f -= 1
-        if not self._fits(dataclasses.replace(job, frames=f), budget):
+        """Peak memory is close to linear in frames: extrapolate from two plans, then gallop and
+        bisect from that guess to the exact edge (a few plans)."""
+
+        def fits(f: int) -> bool:
+            return self._fits(dataclasses.replace(job, frames=f), budget)
+
+        a, b = (self.plan(dataclasses.replace(job, frames=n)).total for n in (1, 2))
+        if a > budget:
             return None
-        while f < MAX_FRAMES and self._fits(dataclasses.replace(job, frames=f + 1), budget):
-            f += 1
-        return f
+        guess = max(1, min(MAX_FRAMES, int(1 + (budget - a) / max(1.0, b - a))))
+        lo, hi = (guess, None) if fits(guess) else (1, guess)  # lo fits, hi does not
+        step = 1
+        while hi is None:
+            nxt = min(MAX_FRAMES, lo + step)
+            if nxt == lo:
+                return lo
+            lo, hi = (nxt, None) if fits(nxt) else (lo, nxt)
+            step *= 2
+        step = 1
+        while hi - lo > 1 and lo == 1 and hi - step > 1:  # gallop down from a guess that was too high
+            if fits(hi - step):
+                lo = hi - step
+                break
+            hi, step = hi - step, step * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     def _max_size(self, job: Job, budget: int) -> Optional[tuple[int, int]]:
         longer = max(job.width, job.height)
@@ -511,3 +529,109 @@ def split(job: Job, phases: dict[str, dict[str, int]], weights: int, n_train: in
     gradients = 4 * n_train if phase == "tune" else 0
     weights += masters if phase == "tune" else 0
     return Plan(job, phase, weights, optimizer, gradients, peak - weights - optimizer - gradients, phases)
+
+
+_PLANNERS: dict[str, Planner] = {}
+
+
+def planner_for(configs: ModelConfigs) -> Planner:
+    """One :class:`Planner` per model architecture for the process (its fake pipeline is reused)."""
+    key = json.dumps(dataclasses.asdict(configs), sort_keys=True, default=str)
+    if key not in _PLANNERS:
+        _PLANNERS[key] = Planner(configs)
+    return _PLANNERS[key]
+
+
+def job_for(
+    pipe: Any,
+    kind: str,
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    precision: str = "auto",
+    checkpointing: Optional[bool] = None,
+) -> Job:
+    """The :class:`Job` a loaded pipeline will run (its device, weight type, tuning's autocast type)."""
+    from .tuning import resolve_precision
+
+    device = pipe.device
+    names = {v: k for k, v in PRECISIONS.items()}
+    weights = pipe.dtype
+    if kind == "tune":
+        amp = resolve_precision(precision, device, weights)
+        name = names.get(amp, "fp32") if amp is not None else "fp32"
+    else:
+        name = names.get(weights, "fp32")
+    ckpt = device.type == "cuda" if checkpointing is None else bool(checkpointing)
+    return Job(
+        kind,
+        frames,
+        height,
+        width,
+        name,
+        ckpt,
+        "flash",
+        "cuda" if device.type == "cuda" else "cpu",
+        max(1, int(pipe.vae_batch)),
+    )
+
+
+def cuda_available(device: torch.device, resident: int) -> int:
+    """Bytes a job may still take on ``device``: ``TAV_MEMORY_BUDGET_GB`` minus the weights already
+    there, else the driver's free memory plus what torch's cache holds unused."""
+    import os
+
+    from .validation import memory_budget
+
+    if os.environ.get("TAV_MEMORY_BUDGET_GB", "").strip():
+        return (memory_budget(device) or 0) - resident
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def refusal(planner: Planner, job: Job, resident: int, available: int) -> Optional[str]:
+    """None if ``job`` fits ``available`` bytes beyond the ``resident`` weights already on the device
+    (the CUDA context exists then, so only fragmentation is allowed for), else the refusal message."""
+    plan = planner.plan(job)
+    need = plan.peak - resident + int(plan.peak * FRAGMENTATION)
+    if need <= available:
+        return None
+    budget = available + resident + CONTEXT_BYTES  # what Plan.total may reach
+    fits = planner.largest_fitting(job, budget)
+    options = []
+    if fits["frames"]:
+        options.append(f"up to {fits['frames']} frames at {job.width}x{job.height}")
+    if fits["size"]:
+        options.append(f"{job.frames} frames at up to {fits['size'][0]}x{fits['size'][1]}")
+    if job.kind == "tune" and not job.checkpointing:
+        on = dataclasses.replace(job, checkpointing=True)
+        if planner.plan(on).total <= budget:
+            options.append("the same job with gradient checkpointing on")
+    advice = "; ".join(options) if options else "nothing of this kind; free memory or use a larger GPU"
+    return (
+        f"this {job.kind} job ({job.frames} frames at {job.width}x{job.height}, {job.precision}) needs about "
+        f"{gib(need)} more on the GPU (planned peak {gib(plan.peak)}, of which {gib(resident)} of weights are "
+        f"already there, + {FRAGMENTATION:.0%} allowance), but only {gib(max(0, available))} is free: would fit: "
+        f"{advice}. Lower the frame count or size, or close other programs using the GPU"
+    )
+
+
+def check_fits(
+    pipe: Any,
+    frames: int,
+    height: int,
+    width: int,
+    kind: str,
+    *,
+    precision: str = "auto",
+    checkpointing: Optional[bool] = None,
+) -> None:
+    """Refuse, before any work, a CUDA job that the planner says cannot fit the memory left."""
+    from .validation import InputError, module_bytes
+
+    job = job_for(pipe, kind, frames, height, width, precision=precision, checkpointing=checkpointing)
+    resident = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
+    message = refusal(planner_for(configs_of(pipe)), job, resident, cuda_available(pipe.device, resident))
+    if message:
+        raise InputError(message)
