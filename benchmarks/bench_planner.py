@@ -50,14 +50,13 @@ MODELS = {
 CONFIGS = [
     ("sd-widths", "tune", 2, 128, "fp32", False, "flash", "cpu"),
     ("sd-widths", "tune", 4, 128, "fp32", True, "flash", "cpu"),
-    ("sd-widths", "tune", 8, 128, "bf16", True, "flash", "cpu"),
-    ("sd-widths", "tune", 8, 128, "bf16", False, "flash", "cpu"),
-    ("sd-widths", "tune", 4, 128, "bf16", True, "flash", "cuda"),
-    ("sd-widths", "tune", 4, 128, "fp32", False, "math", "cpu"),
-    ("two-widths", "tune", 16, 128, "fp32", False, "flash", "cpu"),
-    ("two-widths", "tune", 16, 128, "bf16", True, "flash", "cuda"),
-    ("sd-widths", "invert", 8, 128, "fp32", True, "flash", "cpu"),
-    ("sd-widths", "sample", 8, 128, "bf16", True, "flash", "cpu"),
+    ("sd-widths", "tune", 4, 64, "bf16", True, "flash", "cpu"),
+    ("sd-widths", "tune", 2, 64, "bf16", False, "flash", "cuda"),
+    ("sd-widths", "tune", 4, 64, "fp32", False, "math", "cpu"),
+    ("two-widths", "tune", 16, 64, "fp32", False, "flash", "cpu"),
+    ("two-widths", "tune", 8, 64, "bf16", True, "flash", "cuda"),
+    ("sd-widths", "invert", 8, 64, "fp32", True, "flash", "cpu"),
+    ("sd-widths", "sample", 4, 64, "bf16", True, "flash", "cpu"),
 ]
 
 

@@ -218,8 +218,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "tune")
     cfg = _tune_config(args)
+    v.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
     result = tune(
         pipe,
         pipe.encode_video(clip.frames),
@@ -333,9 +333,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = _load(args.model, _device(args.device), args.prediction_type)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "tune")
+    tune_cfg = _tune_config(args)
+    v.check_pipeline_job(
+        pipe, f, h, w, "tune", precision=tune_cfg.precision, checkpointing=tune_cfg.gradient_checkpointing
+    )
     cfg = EditConfig(
-        tune=_tune_config(args),
+        tune=tune_cfg,
         inversion_steps=args.inversion_steps,
         steps=args.sample_steps,
         guidance_scale=args.cfg,
