@@ -8,7 +8,7 @@ phases (``run_phases``: VAE encode + 2 tuning steps, one inversion step, or one 
 - ``rss``: the process's resident-set high-water mark (VmHWM, reset before the phase) minus its RSS
   at the start: independent of the planner's bookkeeping, but also sees allocator and library
   overhead (oneDNN scratch, glibc small-chunk heap);
-- ``tracker``: :class:`tav.memory_plan.LiveBytes` on the real tensors: the same bookkeeping as the
+- ``tracker``: :class:`tav.memory_probe.LiveBytes` on the real tensors: the same bookkeeping as the
   planner, so planner vs tracker isolates the fake-tensor run itself.
 
 The planner's figure is ``peak - start`` of the same phase in its fake run (device "cpu" jobs are
@@ -81,6 +81,7 @@ def child(index: int) -> None:
     from _procmem import PeakMeter
 
     from tav import memory_plan as mp
+    from tav.memory_probe import LiveBytes
 
     torch.set_num_threads(1)
     cfg = CONFIGS[index]
@@ -96,7 +97,7 @@ def child(index: int) -> None:
 
     t0 = time.perf_counter()
     block = mp.CUDA_BLOCK if job.device == "cuda" else 1
-    with mp.LiveBytes(block=block) as live:
+    with LiveBytes(block=block) as live:
         for m in (pipe.unet, pipe.vae, pipe.text_encoder):
             for t in list(m.parameters()) + list(m.buffers()):
                 live.adopt(t)

@@ -13,7 +13,7 @@ Measured (``--device cuda``, 512x512 by default, about 3-6 minutes on one modern
 - the bf16-vs-fp32 difference of one UNet call from the same weights and input.
 
 ``--tiny`` runs the same code on a tiny model at 64x64 on the CPU (how CI tests this script); there
-the "measured" peak is :class:`tav.memory_plan.LiveBytes` on the real tensors, since the CPU
+the "measured" peak is :class:`tav.memory_probe.LiveBytes` on the real tensors, since the CPU
 allocator keeps no peak statistics.
 
     .venv/bin/python benchmarks/gpu_check.py --out benchmarks/gpu_check_<gpu>.json
@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from tav import ddim  # noqa: E402
 from tav import memory_plan as mp  # noqa: E402
+from tav.memory_probe import LiveBytes  # noqa: E402
 from tav.tuning import TuneConfig, tune  # noqa: E402
 
 TINY_UNET = {
@@ -89,7 +90,7 @@ def peak_memory(device: torch.device, pipe: object) -> Iterator[dict]:
         yield out
         out["peak"] = torch.cuda.max_memory_allocated(device)
         return
-    with mp.LiveBytes() as live:
+    with LiveBytes() as live:
         for m in (pipe.unet, pipe.vae, pipe.text_encoder):  # type: ignore[attr-defined]
             for t in list(m.parameters()) + list(m.buffers()):
                 live.adopt(t)

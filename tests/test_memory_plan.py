@@ -14,6 +14,7 @@ import torch
 from tav import memory_plan as mp
 from tav.cli import main as cli_main
 from tav.inflation import VideoUNet, inflate
+from tav.memory_probe import CudaAutocastPolicy, LiveBytes
 from tav.out_of_memory import OutOfMemory
 from tav.tuning import TuneConfig, tune
 from tests.tiny import tiny_pipeline
@@ -32,7 +33,7 @@ def planner(configs: mp.ModelConfigs) -> mp.Planner:
 def _real(configs: mp.ModelConfigs, job: mp.Job) -> tuple[int, dict]:
     """The same phases on real tensors, measured by the same live-bytes tracker."""
     pipe = mp.build_pipeline(configs, mp.PRECISIONS[job.precision])
-    with mp.LiveBytes(block=mp.CUDA_BLOCK if job.device == "cuda" else 1) as live:
+    with LiveBytes(block=mp.CUDA_BLOCK if job.device == "cuda" else 1) as live:
         for m in (pipe.unet, pipe.vae, pipe.text_encoder):
             for t in list(m.parameters()) + list(m.buffers()):
                 live.adopt(t)
@@ -92,7 +93,7 @@ def test_cuda_policy_runs_norms_in_fp32_also_when_recomputed() -> None:
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ln(x).dtype == torch.bfloat16  # CPU autocast alone keeps LayerNorm in bf16
-    with mp.CudaAutocastPolicy():
+    with CudaAutocastPolicy():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
         # backward recomputes the block without torch-function modes; a bf16 recomputation of the
@@ -167,7 +168,7 @@ def test_out_of_memory_mid_tuning_releases_everything(monkeypatch: pytest.Monkey
     pipe = inflate(tiny_pipeline())
     latents, embeds = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 77, 32)
     calls = _oom_on_call(monkeypatch, 2)
-    with mp.LiveBytes() as live:
+    with LiveBytes() as live:
         for t in [latents, embeds, *pipe.unet.parameters(), *pipe.unet.buffers()]:
             live.adopt(t)  # what existed before the run (else a view of a weight counts it as new)
         before = live.live
