@@ -190,3 +190,15 @@ def test_out_of_memory_mid_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     _oom_on_call(monkeypatch, 1)
     with pytest.raises(OutOfMemory, match="sample ran out of device memory.*windows"):
         ddim.sample(pipe, torch.randn(1, 77, 32), latents=torch.randn(1, 4, 2, 8, 8), steps=2)
+
+
+def test_job_for_a_loaded_pipeline(configs) -> None:
+    """What check_fits plans for a pipeline: its weight type, tuning's autocast, checkpointing."""
+    pipe = inflate(tiny_pipeline())
+    assert mp.configs_of(pipe) == configs
+    assert mp.job_for(pipe, "tune", 4, 64, 64) == mp.Job("tune", 4, 64, 64, "fp32", False, "flash", "cpu")
+    assert mp.job_for(pipe, "tune", 4, 64, 64, precision="bf16", checkpointing=True).precision == "bf16"
+    raw = tiny_pipeline()
+    half = inflate(raw.replace(unet=raw.unet.to(torch.bfloat16)))
+    assert mp.job_for(half, "tune", 4, 64, 64).precision == "bf16"  # auto follows half weights
+    assert mp.job_for(half, "sample", 4, 64, 64).precision == "bf16"
