@@ -343,8 +343,9 @@ def test_out_of_memory_during_tune_is_a_clear_error_and_the_next_prompt_runs(
     client: ComfyClient, comfy_server: ComfyServer, rel: dict
 ) -> None:
     """A GPU that runs out mid-tuning (injected: the server's next AdamW step raises CUDA's error)."""
+    seed = uuid.uuid4().int % 2**31  # not a cached Tune: it must run
     comfy_server.oom_flag.write_text("")
-    kind, message = _refusal(client, tune_prompt(f"rel/oom_{uuid.uuid4().hex[:8]}"))
+    kind, message = _refusal(client, tune_prompt(f"rel/oom_{seed}", seed=seed))
     assert not comfy_server.oom_flag.exists(), "the injected fault did not fire"
     assert kind == "error"
     assert re.search(
@@ -352,5 +353,5 @@ def test_out_of_memory_during_tune_is_a_clear_error_and_the_next_prompt_runs(
         r"lower the frame count or the size, keep gradient checkpointing on",
         message,
     ), message
-    _, entry = client.run(tune_prompt(f"rel/after_oom_{uuid.uuid4().hex[:8]}"), timeout=300)
+    _, entry = client.run(tune_prompt(f"rel/after_oom_{seed}", seed=seed), timeout=300)  # the same job now runs
     assert entry["status"]["status_str"] == "success", error_text(entry)
