@@ -1,7 +1,7 @@
 """The GPU check: what the CUDA path really does on one GPU, as one JSON document.
 
 No downloads: an SD1.5-shaped pipeline with random weights is built from the planner's configs.
-Measured (``--device cuda``, 512x512 by default, about 3-6 minutes on one modern GPU):
+Measured (``--device cuda``, 512x512; expected to take 3-6 minutes on one modern GPU, not yet run on one):
 
 - tuning (gradient checkpointing, the loaders' half type for frozen weights) for 8/16/24 frames in
   bf16 and fp16: median step time and ``torch.cuda.max_memory_allocated``, with the memory planner's

@@ -5,12 +5,13 @@ host's other models down with it. The planner runs this project's own code paths
 (:func:`tav.tuning.tune`, :func:`tav.ddim.invert`, :func:`tav.ddim.sample`, the VAE's
 encode/decode) on fake tensors (``torch._subclasses.fake_tensor.FakeTensorMode``: shapes and dtypes
 propagate, nothing is allocated or computed) under :class:`LiveBytes`, a dispatch mode that keeps the
-bytes of every live tensor storage and their high-water mark. The model is built from its configs
-only, so no weight is ever read. A 512x512 SD1.5 plan takes seconds on a CPU.
+bytes of every live tensor storage and their high-water mark (:mod:`tav.memory_probe`). The model is
+built from its configs only, so no weight is ever read. A 512x512 SD1.5 plan takes seconds to a minute
+on a CPU (fake tensors still dispatch every op in Python).
 
 CUDA is emulated on the CPU device (autograd on fake CUDA tensors needs a real GPU): allocations are
 rounded to the caching allocator's 512-byte blocks, the fused SDPA kernels' memory is the CPU flash
-kernel's (output + log-sum-exp), and :class:`CudaAutocastPolicy` adds the ops CUDA autocast runs in
+kernel's (output + log-sum-exp), and ``CudaAutocastPolicy`` adds the ops CUDA autocast runs in
 fp32 (GroupNorm, LayerNorm, exp, pow, ...) to CPU autocast's policy.
 
 What it cannot see is a stated allowance (:data:`CONTEXT_BYTES`, :data:`FRAGMENTATION`): the CUDA
@@ -404,11 +405,6 @@ class Planner:
         return None
 
 
-def plan(configs: ModelConfigs, job: Job) -> Plan:
-    """Plan one job (see :class:`Planner` to plan several for one model)."""
-    return Planner(configs).plan(job)
-
-
 def split(job: Job, phases: dict[str, dict[str, int]], weights: int, n_train: int) -> Plan:
     """The largest phase's peak split into weights (+ fp32 trainable masters when autocasting),
     AdamW's two fp32 moments, fp32 gradients and the rest."""
@@ -425,8 +421,9 @@ _PLANNERS: dict[str, Planner] = {}
 
 
 def planner_for(configs: ModelConfigs) -> Planner:
-    """One :class:`Planner` per model architecture for the process (its fake pipeline is reused)."""
-    key = json.dumps(dataclasses.asdict(configs), sort_keys=True, default=str)
+    """One :class:`Planner` per model architecture for the process (its fake pipeline is reused).
+    The name and the noise schedule do not change memory, so they are not part of the key."""
+    key = json.dumps([configs.unet, configs.vae, configs.text_encoder], sort_keys=True, default=str)
     if key not in _PLANNERS:
         _PLANNERS[key] = Planner(configs)
     return _PLANNERS[key]
