@@ -180,7 +180,9 @@ def with_ui(result: tuple, messages: list[str]) -> Any:
 def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuning: Any) -> None:
     """Refuse up front a job that cannot fit the device's memory (the message says what would).
 
-    On the GPU, ComfyUI's own models are unloaded first, so the free memory the planner is held
-    against is what the job can really get. ``tuning``: precision and checkpointing of a Tune."""
-    free_comfy_memory()
+    Before a Tune, ComfyUI's own models are unloaded first (on the GPU), so the free memory the
+    planner is held against is what tuning can really get; Invert/Sample leave them (a stock
+    ControlNet they use may be among them). ``tuning``: precision and checkpointing of a Tune."""
+    if kind == "tune":
+        free_comfy_memory()
     validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, **tuning)
