@@ -248,7 +248,7 @@ def build_pipeline(configs: ModelConfigs, dtype: torch.dtype, *, init: bool = Tr
     torch.set_default_dtype(dtype)  # built in place: Module.to() cannot move fake parameters
     try:
         with no_init_weights() if not init else contextlib.nullcontext():
-            unet = UNet2DConditionModel(**configs.unet).eval()
+            unet = UNet2DConditionModel(**_known(UNet2DConditionModel, configs.unet)).eval()
             vae = AutoencoderKL(**_known(AutoencoderKL, configs.vae)).eval()
             text = CLIPTextModel(CLIPTextConfig(**configs.text_encoder)).eval()
         return inflate(Pipeline(unet, vae, text, None, dict(configs.scheduler), source=configs.name))
