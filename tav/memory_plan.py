@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -257,8 +258,7 @@ def build_pipeline(configs: ModelConfigs, dtype: torch.dtype, *, init: bool = Tr
 
 
 def _known(cls: type, config: dict) -> dict:
-    import inspect
-
+    """The config entries ``cls`` takes (configs written by other library versions carry more)."""
     accepted = inspect.signature(cls.__init__).parameters
     return {k: v for k, v in config.items() if k in accepted}
 
