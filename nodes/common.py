@@ -177,6 +177,12 @@ def with_ui(result: tuple, messages: list[str]) -> Any:
     return {"ui": {"text": [f"warning: {m}" for m in messages]}, "result": result}
 
 
-def check_job(pipe: Any, frames: int, height: int, width: int, kind: str) -> None:
-    """Refuse up front a job that cannot fit the device's memory (the message says what would)."""
-    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind)
+def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuning: Any) -> None:
+    """Refuse up front a job that cannot fit the device's memory (the message says what would).
+
+    Before a Tune, ComfyUI's own models are unloaded first (on the GPU), so the free memory the
+    planner is held against is what tuning can really get; Invert/Sample leave them (a stock
+    ControlNet they use may be among them). ``tuning``: precision and checkpointing of a Tune."""
+    if kind == "tune":
+        free_comfy_memory()
+    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, **tuning)

@@ -19,7 +19,6 @@ from .common import (
     check_interrupt,
     check_job,
     first_error,
-    free_comfy_memory,
     log,
     number_error,
     progress,
@@ -189,8 +188,7 @@ class TAV_Tune:
             log.info("Tune-A-Video: inflating the 2-D pipeline with default settings before tuning")
             pipeline = inflation.inflate(pipeline)
         frames = frames[..., :3]
-        check_job(pipeline, *frames.shape[:3], "tune")
-        free_comfy_memory()
+        check_job(pipeline, *frames.shape[:3], "tune", precision=precision, checkpointing=gradient_checkpointing)
         with tav_warnings() as warned:
             latents = pipeline.encode_video(frames, callback=progress("encode"))
             embeds = pipeline.encode_prompt(prompt)

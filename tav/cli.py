@@ -1,4 +1,4 @@
-"""``python -m tav``: tune, invert, sample, edit, run an official config, or the demo.
+"""``python -m tav``: tune, invert, sample, edit, run an official config, plan memory, or the demo.
 
 Every subcommand works offline on a local model (a diffusers folder or a single-file SD 1.x/2.x
 checkpoint). Progress goes to tqdm. Every setting, input and output location is checked before any
@@ -218,8 +218,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "tune")
     cfg = _tune_config(args)
+    v.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
     result = tune(
         pipe,
         pipe.encode_video(clip.frames),
@@ -333,9 +333,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = _load(args.model, _device(args.device), args.prediction_type)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "tune")
+    tune_cfg = _tune_config(args)
+    v.check_pipeline_job(
+        pipe, f, h, w, "tune", precision=tune_cfg.precision, checkpointing=tune_cfg.gradient_checkpointing
+    )
     cfg = EditConfig(
-        tune=_tune_config(args),
+        tune=tune_cfg,
         inversion_steps=args.inversion_steps,
         steps=args.sample_steps,
         guidance_scale=args.cfg,
@@ -375,6 +378,33 @@ def cmd_config(args: argparse.Namespace) -> None:
         whole_clip_overlap=args.whole_clip_overlap,
     )
     print(json.dumps({"written": written}))
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from . import memory_plan as mp
+
+    v.check_number("--frames", args.frames, 1, v.MAX_FRAMES, integer=True)
+    _check_size(args.width, args.height)
+    if args.vram is not None:
+        v.check_number("--vram", args.vram, 0.1, 10_000, hint="the device's memory in GiB, e.g. 12")
+    configs = mp.read_configs(args.model)
+    job = mp.Job(
+        args.kind, args.frames, args.height, args.width, args.precision, args.checkpointing, args.attention, args.device
+    )
+    planner = mp.planner_for(configs)
+    plan = planner.plan(job)
+    print(f"model: {configs.name}")
+    print(plan.table())
+    if args.vram is None:
+        return
+    budget = int(args.vram * 2**30)
+    fits = planner.largest_fitting(job, budget)
+    verdict = "fits" if plan.total <= budget else "does NOT fit"
+    print(f"{args.vram:g} GiB: this job {verdict}")
+    frames = fits["frames"]
+    print(f"  most frames at {job.width}x{job.height}: {frames if frames else 'none'}")
+    size = fits["size"]
+    print(f"  largest size at {job.frames} frames: {f'{size[0]}x{size[1]}' if size else 'none'}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -426,6 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-tuned", help="also write the tuned weights here")
     windows.add_cli_options(p)
     p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("plan", help="peak memory of a tune/invert/sample job, and what fits (reads no weights)")
+    p.add_argument("--model", help="diffusers folder (configs only) or .safetensors (header only); default SD1.5")
+    p.add_argument("--kind", choices=("tune", "invert", "sample"), default="tune")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="weights (and autocast)")
+    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=True, help="tuning only")
+    p.add_argument("--attention", choices=("flash", "math"), default="flash", help="SDPA kernel")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument(
+        "--vram", type=float, help="device memory in GiB: also print the most frames / largest size that fit"
+    )
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("config", help="run an official Tune-A-Video YAML config unchanged")
     p.add_argument("config", help="e.g. official_examples/configs/man-skiing.yaml")

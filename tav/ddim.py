@@ -15,6 +15,7 @@ from diffusers import DDPMScheduler
 from einops import rearrange
 
 from .control import Control, fold, residuals
+from .out_of_memory import releases_memory
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
 from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
@@ -143,6 +144,7 @@ def _schedule(pipe: Pipeline, steps: int) -> tuple[torch.Tensor, list[int], int,
     return ac, ts, n_train // steps, final
 
 
+@releases_memory("invert")
 @torch.no_grad()
 def invert(
     pipe: Pipeline,
@@ -177,6 +179,7 @@ def invert(
     return path if return_all else x
 
 
+@releases_memory("sample")
 @torch.no_grad()
 def sample(
     pipe: Pipeline,

@@ -128,11 +128,20 @@ def share_weights_copy(
     """
     owned = {id(t) for t in own}
     memo: dict[int, object] = {}
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) not in owned and not (copy_inference and t.is_inference()):
-            memo[id(t)] = t
     with torch.inference_mode(False):
+        for t in list(module.parameters()) + list(module.buffers()):
+            if id(t) in owned or (copy_inference and t.is_inference()):
+                memo[id(t)] = _fresh_copy(t)
+            else:
+                memo[id(t)] = t
         return copy.deepcopy(module, memo)
+
+
+def _fresh_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy of a parameter or buffer (by clone, not deepcopy: fake tensors, which the memory
+    planner runs this on, cannot be deep-copied within their mode)."""
+    c = t.detach().clone()
+    return nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else c
 
 
 def _add_temporal(block: BasicTransformerBlock, ctx: FrameContext, zero_bias: bool) -> None:
@@ -150,9 +159,16 @@ def _add_temporal(block: BasicTransformerBlock, ctx: FrameContext, zero_bias: bo
     nn.init.zeros_(attn.to_out[0].weight)
     if zero_bias:
         nn.init.zeros_(attn.to_out[0].bias)
-    block.attn_temp = attn.to(param.device, param.dtype)
-    block.norm_temp = nn.LayerNorm(dim).to(param.device, param.dtype)
+    block.attn_temp = _like(attn, param)
+    block.norm_temp = _like(nn.LayerNorm(dim), param)
     block.register_forward_hook(_temporal_residual)
+
+
+def _like(module: nn.Module, param: torch.Tensor) -> nn.Module:
+    """``module`` on ``param``'s device and dtype; left as built when it already is (the memory
+    planner builds on fake tensors, which ``Module.to`` cannot move)."""
+    p = next(module.parameters())
+    return module if (p.device, p.dtype) == (param.device, param.dtype) else module.to(param.device, param.dtype)
 
 
 def inflate(

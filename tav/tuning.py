@@ -21,6 +21,7 @@ from torch import nn
 
 from .ddim import alphas_cumprod
 from .inflation import VideoUNet, share_weights_copy
+from .out_of_memory import releases_memory
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
 from .validation import NonFiniteError, check_finite_tensor, check_number, check_seed
@@ -98,6 +99,7 @@ def _cast_frozen(module: nn.Module, dtype: torch.dtype, keep: set[int]) -> None:
                 m._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
 
 
+@releases_memory("tune")
 def tune(
     pipe: Pipeline,
     latents: torch.Tensor,

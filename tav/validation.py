@@ -19,7 +19,8 @@ Rules for requests that cannot be met exactly (one place, so the CLI and nodes a
 Job size: :func:`check_job_size` compares a simple estimate of the memory a job needs (documented
 in :func:`estimate_job_bytes`: weights + activations per pixel-frame + one frame of VAE work) with
 the memory the device has, and says what would fit. ``TAV_MEMORY_BUDGET_GB`` overrides the budget
-(shared machines, tests). A precise planner can replace the estimate; the interface stays.
+(shared machines, tests). On CUDA, :func:`check_pipeline_job` asks the memory planner
+(:mod:`tav.memory_plan`) instead, against the memory free on the GPU.
 """
 
 from __future__ import annotations
@@ -382,9 +383,25 @@ def module_bytes(*modules: Any) -> int:
     return total
 
 
-def check_pipeline_job(pipe: Any, frames: int, height: int, width: int, kind: str) -> None:
-    """:func:`check_job_size` for a loaded pipeline (its device, weights and precision)."""
+def check_pipeline_job(
+    pipe: Any,
+    frames: int,
+    height: int,
+    width: int,
+    kind: str,
+    *,
+    precision: str = "auto",
+    checkpointing: Optional[bool] = None,
+) -> None:
+    """Refuse a job for a loaded pipeline that cannot fit its device: on CUDA the memory planner
+    (:mod:`tav.memory_plan`) against the free memory, elsewhere :func:`check_job_size`'s estimate.
+    ``precision``/``checkpointing``: tuning's settings."""
     param = next(pipe.unet.parameters())
+    if param.device.type == "cuda":
+        from .memory_plan import check_fits
+
+        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing)
+        return
     weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
     if kind == "tune":
         weights += weights // 4  # trainable fp32 masters, grads and AdamW moments: a fraction of the UNet

@@ -21,6 +21,7 @@ SHAPES_MODEL = REPO / "tav" / "assets" / "shapes_model"
 SHAPES_CLIP = "tav_shapes_red_square.mp4"
 #: the test server's memory budget for tav's job-size checks (TAV_MEMORY_BUDGET_GB)
 MEMORY_BUDGET_GB = 4
+INJECT = REPO / "tests" / "e2e" / "inject"
 ARTIFACTS = Path(os.environ.get("TAV_ARTIFACTS", REPO / "tests" / "e2e" / "artifacts"))
 
 
@@ -41,6 +42,8 @@ class ComfyServer:
         self.user = root / "user"
         self.models = root / "models"
         self.log = root / "server.log"
+        #: while this file exists, the server's next tuning step runs out of memory (then removes it)
+        self.oom_flag = root / "inject_oom"
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -72,7 +75,9 @@ class ComfyServer:
             "--database-url", "sqlite:///:memory:",
             "--extra-model-paths-config", str(self.write_model_paths()),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "TAV_E2E_OOM_FLAG": str(self.oom_flag)}
+        # fault injection (inject/sitecustomize.py): an out-of-memory error while self.oom_flag exists
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INJECT), env.get("PYTHONPATH", "")) if p)
         # a fixed memory budget: job-size refusals do not depend on what else the machine runs
         env.setdefault("TAV_MEMORY_BUDGET_GB", str(MEMORY_BUDGET_GB))
         with open(self.log, "wb") as log:

@@ -337,3 +337,21 @@ def test_soak_alternating_bad_and_good(client: ComfyClient, comfy_server: ComfyS
     )
     assert rss_last <= 1.2 * rss_first, (rss_first, rss_last)
     assert not Path(rel["marker"]).exists()
+
+
+def test_out_of_memory_during_tune_is_a_clear_error_and_the_next_prompt_runs(
+    client: ComfyClient, comfy_server: ComfyServer, rel: dict
+) -> None:
+    """A GPU that runs out mid-tuning (injected: the server's next AdamW step raises CUDA's error)."""
+    seed = uuid.uuid4().int % 2**31  # not a cached Tune: it must run
+    comfy_server.oom_flag.write_text("")
+    kind, message = _refusal(client, tune_prompt(f"rel/oom_{seed}", seed=seed))
+    assert not comfy_server.oom_flag.exists(), "the injected fault did not fire"
+    assert kind == "error"
+    assert re.search(
+        r"^TAV_Tune: tune ran out of device memory \(CUDA out of memory.*\); everything it held is released: "
+        r"lower the frame count or the size, keep gradient checkpointing on",
+        message,
+    ), message
+    _, entry = client.run(tune_prompt(f"rel/after_oom_{seed}", seed=seed), timeout=300)  # the same job now runs
+    assert entry["status"]["status_str"] == "success", error_text(entry)
