@@ -87,6 +87,7 @@ def main() -> None:
     out["loaded_bytes_before_unload_all"] = patcher.loaded_size()
     mm.unload_all_models()
     out["after_unload_all"] = {"tuned": registered(tuned), "loaded_bytes": patcher.loaded_size()}
+
     # what load_models_gpu asks of a model on a GPU under --novram (a 0.1-byte partial load; with a CPU
     # load device it always loads whole), ours vs a plain ModelPatcher over the same kind of modules
     def novram_fraction(patcher: comfy.model_patcher.ModelPatcher) -> float:
