@@ -1,0 +1,68 @@
+"""Attention without the math SDPA kernel on CUDA: a fused kernel, or query-chunked attention.
+
+``scaled_dot_product_attention`` silently falls back to its math kernel when no fused kernel takes the
+inputs, and the math kernel materialises every head's score matrix: 8 x 4096 x 8192 x 2 bytes per
+frame for the sparse-causal attention at 512x512, what breaks a 12 GB card. On CUDA the frame
+attentions therefore run with the math kernel excluded; if no fused kernel accepts the call, they
+fall back to :func:`chunked_attention`, whose scores are at most ``budget`` bytes at a time, also
+in training (each chunk is recomputed in backward instead of keeping its scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
+
+#: the kernels that never build the score matrix
+FUSED = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION)
+#: how torch (CUDA, CPU) says that no allowed kernel takes the inputs
+NO_KERNEL = ("No available kernel", "No viable backend")
+#: score bytes one chunk of :func:`chunked_attention` may hold
+SCORE_BUDGET = 256 * 2**20
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """SDPA of ``[B, H, L, D]`` tensors; on CUDA never the math kernel."""
+    if q.device.type != "cuda":
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return fused_or_chunked(q, k, v, scale, FUSED)
+
+
+def fused_or_chunked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backends: Sequence[SDPBackend]
+) -> torch.Tensor:
+    """SDPA restricted to ``backends``; :func:`chunked_attention` where none of them takes the inputs."""
+    try:
+        with sdpa_kernel(list(backends)):
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    except RuntimeError as e:  # raised by the kernel choice, before any work
+        if not any(m in str(e) for m in NO_KERNEL):
+            raise
+    return chunked_attention(q, k, v, scale)
+
+
+def chunked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, budget: int = SCORE_BUDGET
+) -> torch.Tensor:
+    """Exact attention over blocks of queries, each block's scores within ``budget`` bytes."""
+    b, h, n, _ = q.shape
+    chunk = max(1, budget // (b * h * k.shape[-2] * q.element_size()))
+    if chunk >= n:
+        return _math(q, k, v, scale)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    outs = [
+        checkpoint(_math, q[:, :, i : i + chunk], k, v, scale, use_reentrant=False)
+        if grad
+        else _math(q[:, :, i : i + chunk], k, v, scale)
+        for i in range(0, n, chunk)
+    ]
+    return torch.cat(outs, dim=2)
+
+
+def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
