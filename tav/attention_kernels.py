@@ -4,7 +4,7 @@
 inputs, and the math kernel materialises every head's score matrix: 8 x 4096 x 8192 x 2 bytes per
 frame for the sparse-causal attention at 512x512, what breaks a 12 GB card. On CUDA the frame
 attentions therefore run with the math kernel excluded; if no fused kernel accepts the call, they
-fall back to :func:`chunked_attention`, whose scores are at most ``budget`` bytes at a time, also
+fall back to :func:`chunked_attention`, which holds the scores of a block of queries at a time, also
 in training (each chunk is recomputed in backward instead of keeping its scores).
 """
 
@@ -21,8 +21,12 @@ from torch.utils.checkpoint import checkpoint
 FUSED = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION)
 #: how torch (CUDA, CPU) says that no allowed kernel takes the inputs
 NO_KERNEL = ("No available kernel", "No viable backend")
-#: score bytes one chunk of :func:`chunked_attention` may hold
-SCORE_BUDGET = 256 * 2**20
+#: bytes one chunk of :func:`chunked_attention` may hold at its peak (forward and backward)
+SCORE_BUDGET = 512 * 2**20
+#: fp32 score-sized tensors a chunk holds at its peak: the math kernel computes half-precision scores
+#: in fp32, and backward holds scores, probabilities and their gradients (measured: at most 6, in
+#: benchmarks/bench_chunked_attention.py)
+SCORE_COPIES = 6
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -48,9 +52,9 @@ def fused_or_chunked(
 def chunked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, budget: int = SCORE_BUDGET
 ) -> torch.Tensor:
-    """Exact attention over blocks of queries, each block's scores within ``budget`` bytes."""
+    """Exact attention over blocks of queries, each block's peak within about ``budget`` bytes."""
     b, h, n, _ = q.shape
-    chunk = max(1, budget // (b * h * k.shape[-2] * q.element_size()))
+    chunk = max(1, budget // (b * h * k.shape[-2] * 4 * SCORE_COPIES))
     if chunk >= n:
         return _math(q, k, v, scale)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))

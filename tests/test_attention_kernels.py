@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tav.attention_kernels import chunked_attention, fused_or_chunked
+from tav.attention_kernels import SCORE_COPIES, chunked_attention, fused_or_chunked
 
 
 def qkv(head_dim: int, queries: int = 37, keys: int = 74, seed: int = 0) -> list[torch.Tensor]:
@@ -23,7 +23,7 @@ def test_chunked_matches_full_attention_and_its_gradients(head_dim: int) -> None
     full = F.scaled_dot_product_attention(q, k, v, scale=scale)
     grads_full = torch.autograd.grad(full.square().sum(), (q, k, v))
     # a budget of 5 query rows' scores: 8 chunks, the last one short
-    budget = 5 * 2 * 3 * 74 * q.element_size()
+    budget = 5 * 2 * 3 * 74 * 4 * SCORE_COPIES
     chunked = chunked_attention(q, k, v, scale, budget=budget)
     grads_chunked = torch.autograd.grad(chunked.square().sum(), (q, k, v))
     torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-12)
