@@ -91,7 +91,7 @@ def on_device(pipe: Any, control: Optional[Any] = None) -> Iterator[Callable[[An
     it, too, is registered with the manager and follows the same rule."""
     patchers = [pipeline_patcher(pipe)]
     if control is not None:
-        patchers.append(patcher_for(control, {"net": control.net}))
+        patchers.append(patcher_for(control, {"controlnet": control.model}))
     mm.load_models_gpu(patchers, force_full_load=True)
 
     def output(made: Any) -> None:

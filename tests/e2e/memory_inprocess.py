@@ -45,15 +45,18 @@ def main() -> None:
     pack = importlib.util.module_from_spec(spec)
     sys.modules["tav_pack"] = pack
     spec.loader.exec_module(pack)
+    from diffusers import ControlNetModel
     from tav_pack.nodes import memory
     from tav_pack.nodes.sample import TAV_DDIMInvert, TAV_Sample
     from tav_pack.nodes.tune import TAV_Tune
 
     from tav import inflation
+    from tav.control import Control
     from tests.tiny import tiny_pipeline
 
     mm.vram_state = mm.VRAMState[a.vram]
-    pipe = inflation.inflate(tiny_pipeline(0))
+    base = tiny_pipeline(0)
+    pipe = inflation.inflate(base)
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     current: dict = {}
     seen: dict[str, set] = {}
@@ -61,7 +64,10 @@ def main() -> None:
     def hook(value: int, total: int, preview: object, node_id: object = None) -> None:
         patcher = memory.pipeline_patcher(current["pipe"])
         whole = patcher.loaded_size() == patcher.model_size()  # loaded whole, also when ComfyUI asks for less
-        seen.setdefault(current["node"], set()).add((memory.is_loaded(patcher), whole))
+        state = (memory.is_loaded(patcher), whole)
+        if current.get("control") is not None:  # the ControlNet a Sample uses is loaded with the pipeline
+            state += (memory.is_loaded(memory.patcher_for(current["control"], {})),)
+        seen.setdefault(current["node"], set()).add(state)
 
     comfy.utils.set_progress_bar_global_hook(hook)
 
@@ -82,6 +88,11 @@ def main() -> None:
     current.update(node="sample", pipe=tuned)
     TAV_Sample().sample(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted)
     out["after_sample"] = registered(tuned)
+    net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)).eval()
+    control = Control(net, frames.clone())
+    current.update(node="sample_control", control=control)
+    TAV_Sample().sample(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted, control=control)
+    out["control_after_sample"] = memory.is_loaded(memory.patcher_for(control, {}))
     out["during"] = {k: sorted(v) for k, v in seen.items()}
     patcher = memory.pipeline_patcher(tuned)
     out["loaded_bytes_before_unload_all"] = patcher.loaded_size()

@@ -28,8 +28,10 @@ def test_pipeline_nodes_follow_comfyui_memory_management(vram: str) -> None:
     assert r["vram_state"] == vram
     # while each node computes, its pipeline is one of ComfyUI's loaded models, loaded whole (NO_VRAM asks
     # ComfyUI's loader for a 0.1-byte partial load, which diffusers layers could not compute with)
-    assert r["during"] == {"tune": [[True, True]], "invert": [[True, True]], "sample": [[True, True]]}
+    during = {"tune": [[True, True]], "invert": [[True, True]], "sample": [[True, True]]}
+    assert r["during"] == {**during, "sample_control": [[True, True, True]]}  # and a Sample's ControlNet
     kept = vram == "NORMAL_VRAM"  # the low-VRAM modes keep nothing loaded between nodes
+    assert r["control_after_sample"] is kept
     assert r["after_tune"] == {"input": kept, "tuned": kept}
     assert r["after_invert"] is kept and r["after_sample"] is kept
     assert (r["loaded_bytes_before_unload_all"] > 0) is kept
