@@ -254,6 +254,7 @@ def summarise(rows: list[dict]) -> dict:
         **{f"within_10pct_{k}": sum(abs(e) <= 0.10 for e in v) for k, v in columns.items()},
         "max_rss_minus_planned_mib": max(r["rss_increase"] - r["planned_increase"] for r in rows) / 2**20,
         "activation_dominated": [r["index"] for r in rows if activation_share(r) > 0.5],
+        "max_library_pages_mib": max(r["library_pages"] for r in rows) / 2**20,
     }
 
 
@@ -291,7 +292,10 @@ def markdown(rows: list[dict], summary: dict, meta: dict) -> str:
         "included; invert: 1 step; sample: 1 guided step) is compared with the plan in four columns:\n\n"
         "- **RSS peak** (the like-for-like measure of what `torch.cuda.max_memory_allocated` reports on a GPU: "
         "the job's peak *including the weights*): the phase's resident-set high-water mark minus the process's "
-        f"RSS just before the model is built (after imports), vs the planned peak. {col('peak_vs_rss')}.\n"
+        "RSS just before the model is built (every module the job imports already imported), vs the planned "
+        f"peak. {col('peak_vs_rss')}. It also counts shared-library code paged in as kernels first run (up to "
+        f"{summary['max_library_pages_mib']:.0f} MiB here; on a GPU its analogue, the CUDA context, is outside "
+        "`max_memory_allocated`), so RSS reads high.\n"
         "- **RSS increase**: the same high-water mark minus the RSS at the phase's start, vs the planned peak "
         f"minus the phase's start. {col('increase_vs_rss')}. RSS is always the larger, by at most "
         f"{summary['max_rss_minus_planned_mib']:.0f} MiB of memory that is not a tensor (allocator and oneDNN "
