@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..tuning import DEFAULT_TRAINABLE
-from . import analyzer
+from . import analyzer, generated
 from .clips import EVAL_CLIPS, Edit, edits_for
 from .world import Clip
 
@@ -72,7 +72,14 @@ DIAGNOSTIC = {
     "no_tuning_no_inversion": Variant("untuned, from noise", tuned=False, inverted=False),
     "tav_frame_norm": Variant("TAV, per-frame GroupNorm", norm="frame"),
 }
-ALL = {**PAPER, **DIAGNOSTIC}
+#: options that could let Tune-A-Video win (issue 13): each one change from a variant above
+OPTIONS = {
+    "tav_self": Variant("TAV, keys incl. current frame", attention="sparse_causal_self"),
+    "tav_frame_norm_self": Variant(
+        "TAV, per-frame GroupNorm, keys incl. current frame", attention="sparse_causal_self", norm="frame"
+    ),
+}
+ALL = {**PAPER, **DIAGNOSTIC, **OPTIONS}
 VARIANTS = tuple(PAPER)
 LABELS = {k: v.label for k, v in ALL.items()}
 METRICS = ("textual", "motion_px", "consistency", "change_ratio", "size_spread")
@@ -391,13 +398,22 @@ def _load_cases(path: Path) -> dict[str, tuple[torch.Tensor, dict[str, torch.Ten
     return out
 
 
-def run_clips(pipe, clips: Sequence[Clip], cfg: EvalConfig, variants: Sequence[str]) -> tuple[list[dict], list]:
-    """Edit every clip with every variant; metrics rows and (title, source, outputs) cases."""
+def run_clips(
+    pipe,
+    clips: Sequence[tuple[Clip, Sequence[Edit]]],
+    cfg: EvalConfig,
+    variants: Sequence[str],
+    checkpoint: Optional[Path] = None,
+) -> tuple[list[dict], list]:
+    """Edit every clip with every variant; metrics rows and (title, source, outputs) cases.
+
+    With ``checkpoint``, the rows so far are written there after every clip, so a run cut short
+    still leaves every finished clip's numbers.
+    """
     rows: list[dict[str, Any]] = []
     cases = []
-    for ci, clip in enumerate(clips):
+    for ci, (clip, edits) in enumerate(clips):
         print(f"[{ci + 1}/{len(clips)}] {clip.name}: {clip.caption} ({clip.note})", flush=True)
-        edits = edits_for(clip)
         src = torch.from_numpy(clip.frames())
         src_r = analyzer.analyze_video(src)
         outs = edit_clip(pipe, clip, edits, cfg, variants, log=lambda s: print(s, flush=True))
@@ -405,9 +421,20 @@ def run_clips(pipe, clips: Sequence[Clip], cfg: EvalConfig, variants: Sequence[s
         for e in edits:
             for v in variants:
                 met = analyzer.video_metrics(outs[v][e.prompt], src, clip.caption, e.prompt, src_r)
-                row = dict(clip=clip.name, kind=e.kind, prompt=e.prompt, variant=v, objects=len(clip.tracks), fast=fast)
+                row = dict(
+                    clip=clip.name,
+                    kind=e.kind,
+                    prompt=e.prompt,
+                    variant=v,
+                    objects=len(clip.tracks),
+                    fast=fast,
+                    frames=clip.n_frames,
+                    seed=cfg.seed,
+                )
                 rows.append({**row, **met})
             cases.append((f"{clip.name}: {e.prompt}", src, {v: outs[v][e.prompt] for v in variants}))
+        if checkpoint is not None:
+            checkpoint.write_text(json.dumps(rows, indent=1))
     return rows, cases
 
 
@@ -433,7 +460,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
     ap.add_argument("--out", type=Path, default=Path("outputs/shapes_eval"))
-    ap.add_argument("--clips", nargs="*", default=None, help="clip names (default: all bundled clips)")
+    ap.add_argument(
+        "--set",
+        choices=("bundled", "dev", "test"),
+        default="bundled",
+        help="bundled: the 13 hand-picked clips; dev/test: the generated split (tav.shapes.generated)",
+    )
+    ap.add_argument("--clips", nargs="*", default=None, help="clip names (default: the whole set)")
     ap.add_argument(
         "--variants", nargs="*", default=list(VARIANTS), choices=list(ALL), help="default: the paper's five"
     )
@@ -453,9 +486,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     cfg = EvalConfig(
         args.tune_steps, args.tune_lr, args.steps, args.guidance, args.seed, trainable=tuple(args.trainable)
     )
-    clips = [c for c in EVAL_CLIPS if args.clips is None or c.name in args.clips]
+    every = [(c, edits_for(c)) for c in EVAL_CLIPS] if args.set == "bundled" else generated.eval_set(args.set)
+    clips = [(c, e) for c, e in every if args.clips is None or c.name in args.clips]
     if not clips:
-        raise SystemExit(f"no clips selected; known: {', '.join(c.name for c in EVAL_CLIPS)}")
+        raise SystemExit(f"no clips selected; known: {', '.join(c.name for c, _ in every)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         shards = sorted(d for d in args.out.glob("shard_*") if d.is_dir())
@@ -469,7 +503,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         if missing:
             raise SystemExit(f"the shards in {args.out} lack variant(s) {', '.join(missing)}: run them or drop them")
         cases = [(t, src, {v: outs[v] for v in args.variants}) for t, (src, outs) in by_title.items()]
-        order = {c.name: i for i, c in enumerate(EVAL_CLIPS)}
+        order = {c.name: i for i, (c, _) in enumerate(every)}
         rows.sort(key=lambda r: order[r["clip"]])
         cases.sort(key=lambda c: order[c[0].split(":")[0]])
         meta = {
@@ -477,6 +511,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             "videos": len(cases),
             "seconds": seconds,
             "threads": args.threads,
+            "set": args.set,
         }
         report = finalize(args.out, rows, cases, args.variants, cfg, meta, args.gifs)
         print(report)
@@ -489,8 +524,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     pipe = load_toy(args.model)
     t_start = time.time()
-    rows, cases = run_clips(pipe, clips, cfg, args.variants)
-    meta = {"clips": len(clips), "videos": len(cases), "seconds": time.time() - t_start, "threads": args.threads}
+    rows, cases = run_clips(pipe, clips, cfg, args.variants, checkpoint=out / "rows.json")
+    meta = {
+        "clips": len(clips),
+        "videos": len(cases),
+        "seconds": time.time() - t_start,
+        "threads": args.threads,
+        "set": args.set,
+    }
     (out / "meta.json").write_text(json.dumps(meta))
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
     _save_cases(out / "cases.npz", cases)
