@@ -148,3 +148,16 @@ def test_self_mode_anchored_window_is_the_model_on_frame0_plus_window() -> None:
     torch.testing.assert_close(anchored[:, :, 3:], want, rtol=1e-5, atol=1e-5)
     reference = inflate(tiny_pipeline(seed=5), norm="frame", zero_temporal_bias=True)
     assert (ddim.predict(reference, x, 501, emb) - ddim.predict(model, x, 501, emb)).abs().max() > 1e-3
+
+
+def test_unknown_key_set_is_a_clear_error_before_compute() -> None:
+    from tav.editing import EditConfig, check_edit_config
+    from tav.inflation import inflate
+    from tav.validation import InputError
+
+    from .tiny import tiny_pipeline
+
+    with pytest.raises(InputError, match="sparse_causal_self"):
+        check_edit_config(EditConfig(attention="self"))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        inflate(tiny_pipeline(seed=5), attention="self")
