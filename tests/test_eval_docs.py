@@ -23,6 +23,8 @@ def _all_intervals(summary: dict) -> set[str]:
     for d in summary["differences"]:
         out |= {report.fmt(d[m], m) for m in report.METRICS}
     out |= {report.fmt(c["interval"], c["metric"]) for c in summary["claims"]}
+    for by_variant in summary["groups"].values():
+        out |= {report.fmt(iv, m) for by_metric in by_variant.values() for m, iv in by_metric.items()}
     return out
 
 

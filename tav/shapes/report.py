@@ -82,20 +82,19 @@ COMPARISONS = (
 )
 
 
+#: subsets reported separately: where a variant's mean comes from (edit kinds, one or two objects)
+GROUPS = {
+    **{f"{k} edits": (lambda r, k=k: r["kind"] == k) for k in ("colour", "shape", "both", "background")},
+    "one object": lambda r: r["objects"] == 1,
+    "two objects": lambda r: r["objects"] == 2,
+}
+GROUP_METRICS = ("textual", "motion_px")
+
+
 def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
-    """Means, paired differences and claim verdicts, JSON-ready (intervals as dicts)."""
+    """Means (overall and per :data:`GROUPS`), paired differences and claim verdicts, JSON-ready."""
     present = [v for v in variants if any(r["variant"] == v for r in rows)]
-    means = {
-        v: {
-            m: dataclasses.asdict(
-                stats.cluster_bootstrap(
-                    [value(r, m) for r in rows if r["variant"] == v], [r["clip"] for r in rows if r["variant"] == v]
-                )
-            )
-            for m in METRICS
-        }
-        for v in present
-    }
+    means = {v: {m: dataclasses.asdict(_mean(rows, v, m)) for m in METRICS} for v in present}
     diffs = [
         {
             "a": a,
@@ -114,7 +113,21 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[s
                 claims.append(
                     {"group": group, **dataclasses.asdict(c), "verdict": stats.verdict(iv, c.sign), **_iv(iv)}
                 )
-    return {"means": means, "differences": diffs, "claims": claims}
+    groups = {
+        g: {
+            v: {m: dataclasses.asdict(_mean(sub, v, m)) for m in GROUP_METRICS}
+            for v in present
+            if any(r["variant"] == v for r in sub)
+        }
+        for g, keep in GROUPS.items()
+        if (sub := [r for r in rows if keep(r)])
+    }
+    return {"means": means, "groups": groups, "differences": diffs, "claims": claims}
+
+
+def _mean(rows: Sequence[dict[str, Any]], variant: str, metric: str) -> stats.Interval:
+    mine = [r for r in rows if r["variant"] == variant]
+    return stats.cluster_bootstrap([value(r, metric) for r in mine], [r["clip"] for r in mine])
 
 
 def _iv(iv: stats.Interval) -> dict[str, Any]:
@@ -157,6 +170,16 @@ def differences_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def groups_table(summary: dict[str, Any], metric: str, labels: dict[str, str]) -> str:
+    """Markdown: one row per variant, one column per group, ``metric``'s mean [interval]."""
+    groups = list(summary["groups"])
+    lines = ["| variant | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for v in summary["means"]:
+        cells = [fmt(summary["groups"][g][v][metric], metric) if v in summary["groups"][g] else "" for g in groups]
+        lines.append(f"| {labels.get(v, v)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(summary: dict[str, Any], labels: dict[str, str], header: str) -> str:
     """The whole markdown report: header (settings), means, claims, paired differences."""
     n = next(iter(next(iter(summary["means"].values())).values()))
@@ -190,6 +213,16 @@ def write_report(summary: dict[str, Any], labels: dict[str, str], header: str) -
             "## Paired differences",
             "",
             differences_table(summary),
+            "",
+            "## By edit kind and number of objects",
+            "",
+            "Textual faithfulness:",
+            "",
+            groups_table(summary, "textual", labels),
+            "",
+            "Motion px (does the edit keep the source's positions?):",
+            "",
+            groups_table(summary, "motion_px", labels),
             "",
         ]
     )
