@@ -85,3 +85,12 @@ def test_verdict_reads_the_interval(lo: float, hi: float, sign: int, want: str) 
 def test_format_is_mean_and_interval() -> None:
     assert Interval(0.834, 0.781, 0.879, 60, 30).fmt() == "0.83 [0.78, 0.88]"
     assert Interval(11.46, 9.04, 13.91, 60, 30).fmt(1) == "11.5 [9.0, 13.9]"
+
+
+def test_docs_blocks_are_replaced_and_the_rest_kept() -> None:
+    from tav.shapes.report import fill_blocks
+
+    doc = "intro\n<!-- report:means -->\nold table\n<!-- /report:means -->\noutro\n"
+    assert fill_blocks(doc, {"means": "new", "claims": "x"}) == (
+        "intro\n<!-- report:means -->\nnew\n<!-- /report:means -->\noutro\n"
+    )

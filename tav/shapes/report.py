@@ -8,8 +8,11 @@ as JSON, is what the README table and FINDINGS.md are rendered from, so they can
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import stats
@@ -226,3 +229,33 @@ def write_report(summary: dict[str, Any], labels: dict[str, str], header: str) -
             "",
         ]
     )
+
+
+def fill_blocks(text: str, blocks: dict[str, str]) -> str:
+    """Replace what lies between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` with ``blocks[NAME]``."""
+    for name, body in blocks.items():
+        start, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+        if text.count(start) != 1 or text.count(end) != 1:
+            continue
+        head, rest = text.split(start)
+        text = f"{head}{start}\n{body}\n{end}{rest.split(end)[1]}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tav.shapes.report SUMMARY.json DOC.md...``: regenerate the docs' tables from a report."""
+    from .evaluate import LABELS  # here: evaluate imports this module
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("summary", type=Path, help="summary.json written by python -m tav.shapes.evaluate")
+    ap.add_argument("docs", nargs="+", type=Path, help="markdown files with <!-- report:means/claims --> blocks")
+    args = ap.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    blocks = {"means": means_table(summary, LABELS), "claims": claims_table(summary)}
+    for doc in args.docs:
+        doc.write_text(fill_blocks(doc.read_text(), blocks))
+        print(f"updated {doc}")
+
+
+if __name__ == "__main__":
+    main()
