@@ -358,12 +358,19 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         shards = sorted(d for d in args.out.glob("shard_*") if d.is_dir())
-        rows, by_title, seconds = [], {}, 0.0
+        rows, by_title, seconds, configs = [], {}, 0.0, set()
         for d in shards:  # shards may split clips, variants, or both
             rows += [r for r in json.loads((d / "rows.json").read_text()) if r["variant"] in args.variants]
             for title, (src, outs) in _load_cases(d / "cases.npz").items():
                 by_title.setdefault(title, (src, {}))[1].update(outs)
-            seconds += json.loads((d / "meta.json").read_text())["seconds"]
+            shard_meta = json.loads((d / "meta.json").read_text())
+            seconds += shard_meta["seconds"]
+            configs.add(json.dumps(shard_meta.get("config", dataclasses.asdict(cfg)), sort_keys=True))
+        if len(configs) > 1:
+            raise SystemExit(f"the shards in {args.out} ran with different settings: {' / '.join(sorted(configs))}")
+        if configs:  # the report states the settings the shards ran with, not the merge's defaults
+            shard_cfg = json.loads(configs.pop())
+            cfg = EvalConfig(**{**shard_cfg, "trainable": tuple(shard_cfg["trainable"])})
         missing = sorted({v for _, outs in by_title.values() for v in args.variants if v not in outs})
         if missing:
             raise SystemExit(f"the shards in {args.out} lack variant(s) {', '.join(missing)}: run them or drop them")
@@ -396,6 +403,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "seconds": time.time() - t_start,
         "threads": args.threads,
         "set": args.set,
+        "config": dataclasses.asdict(cfg),
     }
     (out / "meta.json").write_text(json.dumps(meta))
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
