@@ -193,12 +193,13 @@ class TAV_Inflate:
                     },
                 ),
                 "attention": (
-                    ["sparse_causal", "frame"],
+                    ["sparse_causal", "sparse_causal_self", "frame"],
                     {
                         "default": "sparse_causal",
                         "tooltip": (
-                            "sparse_causal: each frame attends to frame 0 and the previous frame (the paper). frame: no"
-                            " cross-frame attention (ablation)."
+                            "sparse_causal: each frame attends to frame 0 and the previous frame (the paper)."
+                            " sparse_causal_self: frame 0, the previous frame and the frame itself (TAV Sample path"
+                            " only). frame: no cross-frame attention (ablation)."
                         ),
                     },
                 ),

@@ -176,7 +176,7 @@ class FrameAnchor:
     def keys_values(
         self, k: torch.Tensor, v: torch.Tensor, frames: int, extra_options: dict
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from tav.attention import anchored_first_and_former, first_and_former, first_frame
+        from tav.attention import anchored_key_frames, first_and_former, first_frame
 
         block = (*extra_options["block"], extra_options.get("block_index", 0))
         uuids = extra_options["uuids"]
@@ -189,7 +189,7 @@ class FrameAnchor:
             raise RuntimeError("context windows: the window holding frame 0 must run first in every step")
         k0 = torch.cat([self.kv[(block, u)][0] for u in uuids])
         v0 = torch.cat([self.kv[(block, u)][1] for u in uuids])
-        return anchored_first_and_former(k, k0, frames), anchored_first_and_former(v, v0, frames)
+        return anchored_key_frames(k, k0, frames), anchored_key_frames(v, v0, frames)
 
 
 def _sparse_causal(ctx: FrameContext) -> Callable:

@@ -65,13 +65,57 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+#: which frames each frame i attends to in ``attn1`` (its keys/values), per attention mode
+KEY_FRAMES: dict[str, str] = {
+    "sparse_causal": "frame 0 and frame i-1 (the reference)",
+    "sparse_causal_self": "frame 0, frame i-1 and frame i itself",
+    "frame": "frame i only (no cross-frame attention: the ablation)",
+}
+ATTENTION_MODES = tuple(KEY_FRAMES)
+
+
+def key_frame_index(mode: str, frames: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[frames, k]``: the frames whose tokens frame i attends to, in order (see :data:`KEY_FRAMES`).
+
+    Rows are padded by repetition (frame 0 of ``sparse_causal`` gets ``[0, 0]``), so every frame
+    has ``k`` key frames and one batched attention serves them all.
+    """
+    if mode not in KEY_FRAMES:
+        raise ValueError(f"unknown attention mode {mode!r}: use one of {', '.join(KEY_FRAMES)}")
+    own = torch.arange(frames, device=device)
+    first = torch.zeros_like(own)
+    former = sparse_causal_index(frames, device)
+    cols = {"sparse_causal": (first, former), "sparse_causal_self": (first, former, own), "frame": (own,)}[mode]
+    return torch.stack(cols, dim=1)
+
+
+def gather_key_frames(t: torch.Tensor, index: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+    """Keys/values per frame: ``(b*f, n, d) -> (b*f, k*n, d)``, the tokens of ``index[i]``'s frames.
+
+    ``source`` (``[b, F, n, d]``, default: ``t`` itself) is what the indices point into.
+    """
+    src = rearrange(t, "(b f) n d -> b f n d", f=index.shape[0]) if source is None else source
+    return rearrange(src[:, index], "b f k n d -> (b f) (k n) d")
+
+
+def repeat_bias(index: torch.Tensor, tokens: int, batch: int) -> torch.Tensor | None:
+    """Additive attention bias ``-log(m)`` for a key frame listed ``m`` times in its row.
+
+    A frame repeated as padding then weighs exactly as one copy: ``m * exp(s - log m) = exp(s)``.
+    None when every row repeats its frames equally (e.g. the reference's ``[0, 0]``), where
+    repetition cannot change the softmax.
+    """
+    counts = (index[:, :, None] == index[:, None, :]).sum(-1)
+    if bool((counts == counts[:, :1]).all()):
+        return None
+    bias = (-counts.double().log()).repeat_interleave(tokens, dim=1)
+    return bias.repeat(batch, 1)[:, None, None, :]
+
+
 def first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
     """Sparse-causal keys/values: ``(b*f, n, d) -> (b*f, 2n, d)``, tokens of frame 0 then of frame i-1,
     per frame i. Shared by the diffusers processor and ComfyUI's attn1 replacement (the native path)."""
-    t = rearrange(t, "(b f) n d -> b f n d", f=frames)
-    first = t[:, :1].expand(-1, frames, -1, -1)
-    former = t[:, sparse_causal_index(frames, t.device)]
-    return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
+    return gather_key_frames(t, key_frame_index("sparse_causal", frames, t.device))
 
 
 def first_frame(t: torch.Tensor, frames: int) -> torch.Tensor:
@@ -80,28 +124,32 @@ def first_frame(t: torch.Tensor, frames: int) -> torch.Tensor:
     return rearrange(t, "(b f) n d -> b f n d", f=frames)[:, 0].clone()
 
 
-def anchored_first_and_former(t: torch.Tensor, anchor: torch.Tensor, frames: int) -> torch.Tensor:
-    """Sparse-causal keys/values of a later window: the clip's frame 0 (``anchor``, ``(b, n, d)``) then
-    frame i-1, per window frame i; the window's first frame gets ``[anchor, anchor]``, as the reference's
-    frame 1 does. Shared by the diffusers processor and the native path's attn1 replacement."""
+def anchored_key_frames(
+    t: torch.Tensor, anchor: torch.Tensor, frames: int, mode: str = "sparse_causal"
+) -> torch.Tensor:
+    """Keys/values of a later window, whose frames are frames 1.. of ``[clip frame 0] + window``:
+    ``anchor`` (``(b, n, d)``) is the clip's frame 0, recorded by the first window. With the reference's
+    keys, window frame j gets ``[anchor, window frame j-1]`` and the window's first frame ``[anchor,
+    anchor]``, as the reference's frame 1 does. Shared by the diffusers processor and the native path."""
     t = rearrange(t, "(b f) n d -> b f n d", f=frames)
     if anchor.shape[0] != t.shape[0]:
         raise RuntimeError(f"windowed step: anchor batch {anchor.shape[0]} != window batch {t.shape[0]}")
-    first = anchor[:, None].expand(-1, frames, -1, -1)
-    former = torch.cat([anchor[:, None], t[:, :-1]], dim=1)
-    return rearrange(torch.cat([first, former], dim=2), "b f n d -> (b f) n d")
+    index = key_frame_index(mode, frames + 1, t.device)[1:]  # rows of the window's frames
+    return gather_key_frames(t, index, source=torch.cat([anchor[:, None], t], dim=1))
 
 
 class SparseCausalAttnProcessor:
-    """``attn1`` processor: query of frame i, keys/values of frames 0 and i-1 concatenated on tokens.
+    """``attn1`` processor: query of frame i, keys/values of its key frames concatenated on tokens.
 
-    ``mode="frame"`` is the ablation "w/o sparse-causal attention": plain per-frame self-attention
-    (every frame attends to itself only, as the 2-D model does).
+    ``mode`` picks the key frames (:data:`KEY_FRAMES`): "sparse_causal" is the reference (frames
+    0 and i-1); "sparse_causal_self" adds frame i itself, as later methods do, so a frame's own
+    content is never out of reach; "frame" is the ablation "w/o sparse-causal attention": plain
+    per-frame self-attention (as the 2-D model does).
     """
 
     def __init__(self, ctx: FrameContext, mode: str = "sparse_causal") -> None:
-        if mode not in ("sparse_causal", "frame"):
-            raise ValueError(f"unknown attention mode {mode!r}: use 'sparse_causal' or 'frame'")
+        if mode not in KEY_FRAMES:
+            raise ValueError(f"unknown attention mode {mode!r}: use one of {', '.join(KEY_FRAMES)}")
         self.ctx = ctx
         self.mode = mode
 
@@ -131,17 +179,22 @@ class SparseCausalAttnProcessor:
         value = attn.to_v(hidden_states)
         f = self.ctx.frames
         shared = self.ctx.shared
-        if self.mode == "sparse_causal" and shared is not None and shared.anchor:
-            key, value = self._shared_anchor(attn, key, value, f, shared)
-        elif self.mode == "sparse_causal" and f > 1:
-            key, value = (first_and_former(t, f) for t in (key, value))
+        bias = None
+        if self.mode != "frame" and shared is not None and shared.anchor:
+            key, value, bias = self._shared_anchor(attn, key, value, f, shared)
+        elif self.mode != "frame" and f > 1:
+            index = key_frame_index(self.mode, f, key.device)
+            key, value = (gather_key_frames(t, index) for t in (key, value))
+            bias = repeat_bias(index, hidden_states.shape[1], hidden_states.shape[0] // f)
         key, value = _heads(key, attn.heads), _heads(value, attn.heads)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        out = attention(query, key, value, attn.scale)
+        if bias is not None:
+            bias = bias.to(query.dtype)
+        out = attention(query, key, value, attn.scale, bias)
         out = _merge_heads(out).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:
@@ -152,23 +205,28 @@ class SparseCausalAttnProcessor:
 
     def _shared_anchor(
         self, attn: Attention, key: torch.Tensor, value: torch.Tensor, frames: int, shared: SharedFrame
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Record the clip's frame-0 keys/values, or attend to them from a later window.
 
-        In a later window, frame j gets ``[anchor, window frame j-1]`` and the window's first frame
-        ``[anchor, anchor]``: its predecessor lies outside the window, so it is treated as the
-        reference treats the clip's frame 1. A window is thus the reference model run on
-        ``[frame 0] + window`` for attention, without recomputing frame 0.
+        A later window is run as the reference model on ``[frame 0] + window`` for attention,
+        without recomputing frame 0: with "sparse_causal", frame j gets ``[anchor, window frame
+        j-1]`` and the window's first frame ``[anchor, anchor]`` (its predecessor lies outside the
+        window, so it is treated as the reference treats the clip's frame 1).
         """
+        tokens = key.shape[1]
         if shared.record:
             shared.kv[id(attn)] = (first_frame(key, frames), first_frame(value, frames))
             if frames == 1:
-                return key, value
-            return first_and_former(key, frames), first_and_former(value, frames)
+                return key, value, None
+            index = key_frame_index(self.mode, frames, key.device)
+            bias = repeat_bias(index, tokens, key.shape[0] // frames)
+            return gather_key_frames(key, index), gather_key_frames(value, index), bias
         if id(attn) not in shared.kv:
             raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
         k0, v0 = shared.kv[id(attn)]
-        return anchored_first_and_former(key, k0, frames), anchored_first_and_former(value, v0, frames)
+        index = key_frame_index(self.mode, frames + 1, key.device)[1:]
+        bias = repeat_bias(index, tokens, key.shape[0] // frames)
+        return anchored_key_frames(key, k0, frames, self.mode), anchored_key_frames(value, v0, frames, self.mode), bias
 
 
 class TemporalAttnProcessor:

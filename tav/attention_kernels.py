@@ -29,44 +29,58 @@ SCORE_BUDGET = 512 * 2**20
 SCORE_COPIES = 6
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """SDPA of ``[B, H, L, D]`` tensors; on CUDA never the math kernel."""
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SDPA of ``[B, H, L, D]`` tensors (``mask``: an additive bias broadcast to ``[B, H, L, S]``); on
+    CUDA never the math kernel."""
     if q.device.type != "cuda":
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    return fused_or_chunked(q, k, v, scale, FUSED)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return fused_or_chunked(q, k, v, scale, FUSED, mask)
 
 
 def fused_or_chunked(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backends: Sequence[SDPBackend]
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    backends: Sequence[SDPBackend],
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SDPA restricted to ``backends``; :func:`chunked_attention` where none of them takes the inputs."""
     try:
         with sdpa_kernel(list(backends)):
-            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     except RuntimeError as e:  # raised by the kernel choice, before any work
         if not any(m in str(e) for m in NO_KERNEL):
             raise
-    return chunked_attention(q, k, v, scale)
+    return chunked_attention(q, k, v, scale, mask=mask)
 
 
 def chunked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, budget: int = SCORE_BUDGET
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    budget: int = SCORE_BUDGET,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exact attention over blocks of queries, each block's peak within about ``budget`` bytes."""
     b, h, n, _ = q.shape
     chunk = max(1, budget // (b * h * k.shape[-2] * 4 * SCORE_COPIES))
     if chunk >= n:
-        return _math(q, k, v, scale)
+        return _math(q, k, v, scale, mask)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    outs = [
-        checkpoint(_math, q[:, :, i : i + chunk], k, v, scale, use_reentrant=False)
-        if grad
-        else _math(q[:, :, i : i + chunk], k, v, scale)
-        for i in range(0, n, chunk)
-    ]
+    outs = []
+    for i in range(0, n, chunk):
+        m = mask[..., i : i + chunk, :] if mask is not None and mask.shape[-2] == n else mask
+        args = (q[:, :, i : i + chunk], k, v, scale, m)
+        outs.append(checkpoint(_math, *args, use_reentrant=False) if grad else _math(*args))
     return torch.cat(outs, dim=2)
 
 
-def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def _math(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

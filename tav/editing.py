@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from . import ddim
+from .attention import ATTENTION_MODES
 from .inflation import inflate, is_inflated
 from .pipeline import Pipeline
 from .progress import ProgressFn
@@ -70,6 +71,8 @@ def check_edit_config(config: EditConfig) -> None:
     check_seed("sampling seed", config.seed)
     if config.norm not in ("video", "frame"):
         raise InputError(f"norm must be 'video' or 'frame', got {config.norm!r}")
+    if config.attention not in ATTENTION_MODES:
+        raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {config.attention!r}")
 
 
 def _phase(callback: Optional[PhaseProgress], name: str) -> Optional[ProgressFn]:

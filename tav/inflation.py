@@ -25,7 +25,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from einops import rearrange
 from torch import nn
 
-from .attention import FrameContext, SharedFrame, SparseCausalAttnProcessor, TemporalAttnProcessor
+from .attention import ATTENTION_MODES, FrameContext, SharedFrame, SparseCausalAttnProcessor, TemporalAttnProcessor
 from .pipeline import Pipeline
 
 TEMPORAL_KEYS = ("attn_temp.", "norm_temp.")
@@ -182,13 +182,16 @@ def inflate(
     """Return a new pipeline with a :class:`VideoUNet`; the input pipeline is left untouched.
 
     ``norm``: "video" (reference: GroupNorm over all frames) or "frame" (per-frame, what folding
-    frames into the batch gives). ``attention``: "sparse_causal" (reference) or "frame" (the
-    ablation without cross-frame attention). ``zero_temporal_bias``: also zero ``attn_temp.to_out``'s
+    frames into the batch gives). ``attention``: "sparse_causal" (reference: keys of frames 0
+    and i-1), "sparse_causal_self" (adds frame i itself) or "frame" (the ablation without
+    cross-frame attention); see :data:`tav.attention.KEY_FRAMES`. ``zero_temporal_bias``: also zero ``attn_temp.to_out``'s
     bias so the inflated model starts as exactly the 2-D one (the reference keeps nn.Linear's
     random bias). ``seed`` makes the temporal layers' random init reproducible.
     """
     if norm not in ("video", "frame"):
         raise ValueError(f"norm must be 'video' or 'frame', got {norm!r}")
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
     if is_inflated(pipe):
         raise ValueError("this pipeline is already inflated; inflate the 2-D pipeline it came from")
     unet = share_weights_copy(pipe.unet)

@@ -35,6 +35,10 @@ from .weights import base_fingerprint, fingerprint_items, read_metadata
 PIECES = ("sparse_causal", "temporal", "video_norm", "projections")
 
 
+#: attn1 key sets the native path's attn1 replacement implements
+NATIVE_ATTENTION = ("sparse_causal", "frame")
+
+
 @dataclasses.dataclass
 class TunedWeights:
     """What a tuned model adds to its base: tensors under the reference's diffusers keys, and how.
@@ -50,6 +54,13 @@ class TunedWeights:
     source: str = ""
     prediction_type: str = "epsilon"
     frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.attention not in NATIVE_ATTENTION:
+            raise ValueError(
+                f"the native (stock MODEL) path supports attention {' or '.join(NATIVE_ATTENTION)}, not"
+                f" {self.attention!r}: sample this model with TAV Sample, or inflate with attention=sparse_causal"
+            )
 
     @property
     def temporal(self) -> dict[str, torch.Tensor]:

@@ -4,7 +4,14 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from tav.attention import FrameContext, SparseCausalAttnProcessor, TemporalAttnProcessor, sparse_causal_index
+from tav.attention import (
+    ATTENTION_MODES,
+    FrameContext,
+    SparseCausalAttnProcessor,
+    TemporalAttnProcessor,
+    key_frame_index,
+    sparse_causal_index,
+)
 
 
 def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -93,3 +100,64 @@ def test_temporal_is_permutation_equivariant() -> None:
     x = torch.randn(4, 3, 16, dtype=torch.float64)
     perm = torch.tensor([2, 0, 3, 1])
     torch.testing.assert_close(a(x)[perm], a(x[perm]))
+
+
+def test_key_frames_per_mode() -> None:
+    """Which frames each frame attends to, as sets: the reference's, with the current frame, none."""
+    got = {m: [sorted(set(r)) for r in key_frame_index(m, 4).tolist()] for m in ATTENTION_MODES}
+    assert got["sparse_causal"] == [[0], [0], [0, 1], [0, 2]]
+    assert got["sparse_causal_self"] == [[0], [0, 1], [0, 1, 2], [0, 2, 3]]
+    assert got["frame"] == [[0], [1], [2], [3]]
+    with pytest.raises(ValueError, match="sparse_causal_self"):
+        key_frame_index("causal", 4)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_sparse_causal_self_equals_naive_over_distinct_key_frames(frames: int, batch: int) -> None:
+    """Frame i attends once to each of frames {0, i-1, i}: padding repeats (frame 1's [0, 0, 1]) weigh as one."""
+    a = _attn()
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(frames), mode="sparse_causal_self"))
+    x = torch.randn(batch * frames, 6, 16, dtype=torch.float64)
+    got = a(x)
+    q, k, v = a.to_q(x), a.to_k(x), a.to_v(x)
+    want = torch.empty_like(got)
+    for b in range(batch):
+        j = b * frames
+        for i in range(frames):
+            src = [j + f for f in sorted({0, max(i - 1, 0), i})]
+            want[j + i] = a.to_out[0](_naive_attention(q[j + i], k[src].flatten(0, 1), v[src].flatten(0, 1), a.heads))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_self_mode_anchored_window_is_the_model_on_frame0_plus_window() -> None:
+    """Long clips: with "sparse_causal_self" too, window [3, 6) anchored on frame 0 == the one-pass
+    model on frames [0, 3, 4, 5] with frame 0 dropped (per-frame GroupNorm, temporal layers adding 0)."""
+    from tav import ddim
+    from tav.inflation import inflate
+    from tav.windows import Windows
+
+    from .tiny import tiny_pipeline
+
+    model = inflate(tiny_pipeline(seed=5), norm="frame", attention="sparse_causal_self", zero_temporal_bias=True)
+    torch.manual_seed(1)
+    x = torch.randn(2, 4, 6, 8, 8)
+    emb = model.encode_prompt(["", "a red circle"])
+    anchored = ddim.predict_windows(model, x, 501, emb, None, Windows(3, 0, anchor=True))
+    want = ddim.predict(model, x[:, :, [0, 3, 4, 5]], 501, emb)[:, :, 1:]
+    torch.testing.assert_close(anchored[:, :, 3:], want, rtol=1e-5, atol=1e-5)
+    reference = inflate(tiny_pipeline(seed=5), norm="frame", zero_temporal_bias=True)
+    assert (ddim.predict(reference, x, 501, emb) - ddim.predict(model, x, 501, emb)).abs().max() > 1e-3
+
+
+def test_unknown_key_set_is_a_clear_error_before_compute() -> None:
+    from tav.editing import EditConfig, check_edit_config
+    from tav.inflation import inflate
+    from tav.validation import InputError
+
+    from .tiny import tiny_pipeline
+
+    with pytest.raises(InputError, match="sparse_causal_self"):
+        check_edit_config(EditConfig(attention="self"))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        inflate(tiny_pipeline(seed=5), attention="self")

@@ -39,3 +39,14 @@ def test_falls_back_to_chunks_when_no_allowed_kernel_takes_the_call() -> None:
         F.scaled_dot_product_attention(q, k, v)
     out = fused_or_chunked(q, k, v, 40**-0.5, backends)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, scale=40**-0.5))
+
+
+def test_chunked_keeps_the_key_bias_of_sparse_causal_self() -> None:
+    """The key-frame bias (``tav.attention.repeat_bias``: one value per key, broadcast over queries) is
+    applied in every chunk, so the fallback of ``attention="sparse_causal_self"`` stays exact."""
+    q, k, v = qkv(64)
+    bias = torch.randn(2, 1, 1, 74, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    full = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.125)
+    chunked = chunked_attention(q, k, v, 0.125, budget=5 * 2 * 3 * 74 * 4 * SCORE_COPIES, mask=bias)
+    torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-12)
+    assert (chunked - chunked_attention(q, k, v, 0.125, budget=5 * 2 * 3 * 74 * 4 * SCORE_COPIES)).abs().max() > 1e-3

@@ -160,3 +160,9 @@ def test_tuned_weights_from_pipeline_and_file_agree(tmp_path: Path) -> None:
     assert all(torch.equal(disk.tensors[k], mem.tensors[k]) for k in mem.tensors)
     with pytest.raises(ValueError, match="not inflated"):
         native.tuned_from_pipeline(tiny_pipeline())
+
+
+def test_native_path_refuses_key_sets_it_does_not_implement() -> None:
+    """A model inflated with the current frame among its keys must not silently run as per-frame attention."""
+    with pytest.raises(ValueError, match="TAV Sample"):
+        native.TunedWeights(tensors={}, attention="sparse_causal_self")

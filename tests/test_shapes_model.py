@@ -133,18 +133,21 @@ def test_demo_command_runs(tmp_path):
 def test_evaluation_runs_every_variant_and_reports(tmp_path, pipe):
     """The evaluation driver end to end at toy settings: every paper variant and diagnostic, report + sheet."""
     from tav.shapes import evaluate as E
+    from tav.shapes import report as R
 
     args = ["--clips", "blue_triangle_left", "--tune-steps", "2", "--steps", "3", "--gifs", "1", "--out", str(tmp_path)]
     res = E.main(args + ["--variants", *E.ALL])
     rows = res["rows"]
     assert {r["variant"] for r in rows} == set(E.ALL) and len(rows) == len(E.ALL) * res["meta"]["videos"]
     report = (tmp_path / "report.md").read_text()
-    assert "## The paper's claims, checked" in report and report.count("**holds**") + report.count(
-        "**does not hold**"
-    ) == len(E.claims(rows))
-    assert "## Diagnostics: one change at a time" in report
-    for label in E.LABELS.values():
-        assert f"| {label} |" in report
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    verdicts = [c["verdict"] for c in summary["claims"]]
+    assert len(verdicts) == len(R.PAPER_CLAIMS) + 3 * len(R.OPTIONS)
+    # one clip: no spread over clips to resample, so every claim is undecided, never a verdict from noise
+    assert set(verdicts) == {"undecided"} and report.count("| **undecided** |") == len(verdicts)
+    assert len(summary["differences"]) == len(R.COMPARISONS) and "## Paired differences" in report
+    for v, label in E.LABELS.items():
+        assert f"| {label} (`{v}`) |" in report
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0 and list(tmp_path.glob("*.gif"))
 
 
@@ -173,6 +176,6 @@ def test_shards_split_by_variant_merge_into_one_report(tmp_path, pipe):
     assert {r["variant"] for r in res["rows"]} == {"per_frame", "no_tuning"}
     assert len(res["rows"]) == 2 * res["meta"]["videos"]
     report = (tmp_path / "a" / "report.md").read_text()
-    assert "| per-frame editing (2-D) |" in report and "| w/o tuning |" in report
+    assert "| per-frame editing (2-D) (`per_frame`) |" in report and "| w/o tuning (`no_tuning`) |" in report
     with pytest.raises(SystemExit, match="lack variant"):
         E.main(common + ["--out", str(tmp_path / "a"), "--merge", "--variants", "per_frame", "tav"])

@@ -15,8 +15,11 @@ why a claim does or does not hold: GroupNorm over all frames alone, sparse-causa
 the untuned model from noise (what tuning adds when inversion does not carry the motion), and full
 Tune-A-Video with per-frame GroupNorm (the ``inflate(norm="frame")`` option).
 
-Writes a markdown report with a table (mean ± std over videos) and the claims checked one by one,
-a contact-sheet PNG, GIFs of a few cases, and the raw numbers as JSON.
+Clips: the 13 bundled ones (``--set bundled``) or the generated development / test split
+(``--set dev|test``, :mod:`tav.shapes.generated`). Writes a markdown report in which every mean and
+paired difference carries a 95 % interval over clips and each claim a verdict
+(:mod:`tav.shapes.report`), a contact-sheet PNG, GIFs of a few cases, and the raw rows and the
+summary as JSON.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 from ..tuning import DEFAULT_TRAINABLE
-from . import analyzer
+from . import analyzer, generated, report
 from .clips import EVAL_CLIPS, Edit, edits_for
 from .world import Clip
 
@@ -72,10 +75,16 @@ DIAGNOSTIC = {
     "no_tuning_no_inversion": Variant("untuned, from noise", tuned=False, inverted=False),
     "tav_frame_norm": Variant("TAV, per-frame GroupNorm", norm="frame"),
 }
-ALL = {**PAPER, **DIAGNOSTIC}
+#: options that could let Tune-A-Video win (issue 13): each one change from a variant above
+OPTIONS = {
+    "tav_self": Variant("TAV, keys incl. current frame", attention="sparse_causal_self"),
+    "tav_frame_norm_self": Variant(
+        "TAV, per-frame GroupNorm, keys incl. current frame", attention="sparse_causal_self", norm="frame"
+    ),
+}
+ALL = {**PAPER, **DIAGNOSTIC, **OPTIONS}
 VARIANTS = tuple(PAPER)
 LABELS = {k: v.label for k, v in ALL.items()}
-METRICS = ("textual", "motion_px", "consistency", "change_ratio", "size_spread")
 
 
 @dataclasses.dataclass
@@ -180,161 +189,19 @@ def edit_clip(
 # ------------------------------------------------------------------------------------ report
 
 
-def _fmt(values: Sequence[float], digits: int = 2) -> str:
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return "n/a"
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
-
-
-def summarize(rows: list[dict[str, Any]], variants: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-    out: dict[str, dict[str, list[float]]] = {v: {m: [] for m in METRICS} for v in variants}
-    for r in rows:
-        for m in METRICS:
-            out[r["variant"]][m].append(r[m])
-    return out
-
-
-def mean(
-    rows: list[dict[str, Any]], variant: str, metric: str, where: Callable[[dict], bool] = lambda r: True
-) -> float:
-    v = [r[metric] for r in rows if r["variant"] == variant and where(r) and np.isfinite(r[metric])]
-    return float(np.mean(v)) if v else float("nan")
-
-
-def claims(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
-    """The paper's ablation claims, each checked against the numbers (fixed rules, stated up front)."""
-
-    def m(variant: str, metric: str) -> float:
-        return mean(rows, variant, metric)
-
-    def less_consistent(text: str, other: str) -> tuple[str, bool, str]:
-        """``other`` has fewer agreeing frames than TAV, or as many with sizes varying more."""
-        a, b = m("tav", "consistency"), m(other, "consistency")
-        a2, b2 = m("tav", "size_spread"), m(other, "size_spread")
-        return text, b < a or (b == a and b2 > a2), f"agreement {b:.3f} vs {a:.3f}; size spread {b2:.2f} vs {a2:.2f} px"
-
-    motion = m("tav", "motion_px"), m("no_inversion", "motion_px")
-    change = m("tav", "change_ratio"), m("no_tuning", "change_ratio")
-    textual = m("tav", "textual"), m("per_frame", "textual")
-    return [
-        (
-            "w/o DDIM inversion loses the motion (larger position error than full TAV)",
-            motion[1] > motion[0],
-            f"{motion[1]:.1f} px vs {motion[0]:.1f} px",
-        ),
-        less_consistent(
-            "w/o sparse-causal attention loses consistency (fewer frames agree, or sizes vary more)", "no_sparse_causal"
-        ),
-        (
-            "w/o tuning is less smooth (frame-to-frame change further above the source's)",
-            abs(change[1] - 1) > abs(change[0] - 1),
-            f"change ratio {change[1]:.2f} vs {change[0]:.2f} (source = 1)",
-        ),
-        less_consistent("per-frame editing is less consistent than TAV", "per_frame"),
-        (
-            "TAV is at least as faithful to the edited prompt as per-frame editing (Tab. 1)",
-            textual[0] >= textual[1],
-            f"{textual[0]:.3f} vs {textual[1]:.3f}",
-        ),
-    ]
-
-
-#: diagnostic comparisons reported when both variants ran: (question, variant, baseline)
-COMPARISONS = (
-    ("what GroupNorm over all frames alone does to the 2-D model", "no_tuning_frame_attn", "per_frame"),
-    ("what sparse-causal attention alone does to the 2-D model", "no_tuning_frame_norm", "per_frame"),
-    ("what tuning adds when inversion does not carry the motion", "no_inversion", "no_tuning_no_inversion"),
-    ("full TAV with per-frame GroupNorm (`inflate(norm='frame')`) vs per-frame editing", "tav_frame_norm", "per_frame"),
-)
-
-
-def write_report(path: Path, rows: list[dict[str, Any]], variants: Sequence[str], cfg: EvalConfig, meta: dict) -> str:
-    s = summarize(rows, variants)
-    lines = [
-        "# Tune-A-Video on the shapes world: evaluation and ablations",
-        "",
-        f"{meta['clips']} clips x their edits = {meta['videos']} edited videos per variant; "
-        f"tuning {cfg.tune_steps} steps at lr {cfg.tune_lr:g}, DDIM {cfg.steps} steps, guidance {cfg.guidance:g}, "
-        f"seed {cfg.seed}; trainable {', '.join(cfg.trainable)}; {meta['seconds']:.0f} s of runs on {meta['threads']} CPU thread(s) each.",
-        "",
-        "Metrics (analyzer-judged, mean ± std over videos): **textual** = fraction of frames showing exactly the "
-        "edited prompt's colours, shapes and background (higher is better); **motion px** = mean distance between "
-        "each object's position in the output and in the source, frame by frame (lower is better); "
-        "**agreement** = fraction of frames showing the video's majority content; **change ratio** = mean "
-        "frame-to-frame pixel change over the source's (1 = as smooth as the source); **size spread** = std of "
-        "an object's fitted size across frames (px, lower is steadier).",
-        "",
-        "| variant | textual ↑ | motion px ↓ | agreement ↑ | change ratio (→1) | size spread ↓ |",
-        "|---|---|---|---|---|---|",
-    ]
-    for v in variants:
-        d = s[v]
-        lines.append(
-            f"| {LABELS[v]} | {_fmt(d['textual'])} | {_fmt(d['motion_px'], 1)} | {_fmt(d['consistency'])} | "
-            f"{_fmt(d['change_ratio'])} | {_fmt(d['size_spread'], 1)} |"
-        )
-    kinds = sorted({r["kind"] for r in rows})
-    lines += [
-        "",
-        "Textual faithfulness by edit kind:",
-        "",
-        "| variant | " + " | ".join(kinds) + " |",
-        "|---" * (len(kinds) + 1) + "|",
-    ]
-    for v in variants:
-        lines.append(
-            f"| {LABELS[v]} | "
-            + " | ".join(f"{mean(rows, v, 'textual', lambda r, k=k: r['kind'] == k):.2f}" for k in kinds)
-            + " |"
-        )
-    lines += ["", "Motion px by edit kind (does the edit keep the source's positions?):", ""]
-    lines += ["| variant | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
-    for v in variants:
-        lines.append(
-            f"| {LABELS[v]} | "
-            + " | ".join(f"{mean(rows, v, 'motion_px', lambda r, k=k: r['kind'] == k):.1f}" for k in kinds)
-            + " |"
-        )
-    groups = {
-        "one object": lambda r: r["objects"] == 1,
-        "two objects": lambda r: r["objects"] == 2,
-        "fast motion": lambda r: r["fast"],
-    }
-    lines += [
-        "",
-        "By clip group (textual / motion px / agreement):",
-        "",
-        "| variant | " + " | ".join(groups) + " |",
-        "|---" * (len(groups) + 1) + "|",
-    ]
-    for v in variants:
-        cells = [
-            f"{mean(rows, v, 'textual', g):.2f} / {mean(rows, v, 'motion_px', g):.1f} / {mean(rows, v, 'consistency', g):.2f}"
-            for g in groups.values()
-        ]
-        lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + " |")
-    if set(PAPER) <= set(variants):
-        lines += ["", "## The paper's claims, checked", ""]
-        for text, held, numbers in claims(rows):
-            lines.append(f"- **{'holds' if held else 'does not hold'}**: {text} — {numbers}.")
-    pairs = [(q, a, b) for q, a, b in COMPARISONS if {a, b} <= set(variants)]
-    if pairs:
-        lines += [
+def report_header(cfg: EvalConfig, meta: dict) -> str:
+    """The report's title and settings: what was run, on which set, at what cost."""
+    title = {"bundled": "the 13 bundled (hand-picked) clips", "dev": "the development set", "test": "the test set"}
+    return "\n".join(
+        [
+            f"# Tune-A-Video on the shapes world: {title[meta.get('set', 'bundled')]}",
             "",
-            "## Diagnostics: one change at a time",
-            "",
-            "| question | variant | textual | motion px | agreement | change ratio | size spread |",
-            "|---|---|---|---|---|---|---|",
+            f"{meta['clips']} clips x their edits = {meta['videos']} edited videos per variant; "
+            f"tuning {cfg.tune_steps} steps at lr {cfg.tune_lr:g}, DDIM {cfg.steps} steps, guidance {cfg.guidance:g}, "
+            f"seed {cfg.seed}; trainable {', '.join(cfg.trainable)}; {meta['seconds']:.0f} s of runs on "
+            f"{meta['threads']} CPU thread(s) each.",
         ]
-        for q, a, b in pairs:
-            for i, v in enumerate((a, b)):
-                nums = " | ".join(f"{mean(rows, v, m):.2f}" for m in METRICS)
-                lines.append(f"| {q if i == 0 else ''} | {LABELS[v]} | {nums} |")
-    lines += [""]
-    text = "\n".join(lines)
-    path.write_text(text + "\n")
-    return text
+    )
 
 
 def contact_sheet(
@@ -391,13 +258,22 @@ def _load_cases(path: Path) -> dict[str, tuple[torch.Tensor, dict[str, torch.Ten
     return out
 
 
-def run_clips(pipe, clips: Sequence[Clip], cfg: EvalConfig, variants: Sequence[str]) -> tuple[list[dict], list]:
-    """Edit every clip with every variant; metrics rows and (title, source, outputs) cases."""
+def run_clips(
+    pipe,
+    clips: Sequence[tuple[Clip, Sequence[Edit]]],
+    cfg: EvalConfig,
+    variants: Sequence[str],
+    checkpoint: Optional[Path] = None,
+) -> tuple[list[dict], list]:
+    """Edit every clip with every variant; metrics rows and (title, source, outputs) cases.
+
+    With ``checkpoint``, the rows so far are written there after every clip, so a run cut short
+    still leaves every finished clip's numbers.
+    """
     rows: list[dict[str, Any]] = []
     cases = []
-    for ci, clip in enumerate(clips):
+    for ci, (clip, edits) in enumerate(clips):
         print(f"[{ci + 1}/{len(clips)}] {clip.name}: {clip.caption} ({clip.note})", flush=True)
-        edits = edits_for(clip)
         src = torch.from_numpy(clip.frames())
         src_r = analyzer.analyze_video(src)
         outs = edit_clip(pipe, clip, edits, cfg, variants, log=lambda s: print(s, flush=True))
@@ -405,9 +281,20 @@ def run_clips(pipe, clips: Sequence[Clip], cfg: EvalConfig, variants: Sequence[s
         for e in edits:
             for v in variants:
                 met = analyzer.video_metrics(outs[v][e.prompt], src, clip.caption, e.prompt, src_r)
-                row = dict(clip=clip.name, kind=e.kind, prompt=e.prompt, variant=v, objects=len(clip.tracks), fast=fast)
+                row = dict(
+                    clip=clip.name,
+                    kind=e.kind,
+                    prompt=e.prompt,
+                    variant=v,
+                    objects=len(clip.tracks),
+                    fast=fast,
+                    frames=clip.n_frames,
+                    seed=cfg.seed,
+                )
                 rows.append({**row, **met})
             cases.append((f"{clip.name}: {e.prompt}", src, {v: outs[v][e.prompt] for v in variants}))
+        if checkpoint is not None:
+            checkpoint.write_text(json.dumps(rows, indent=1))
     return rows, cases
 
 
@@ -418,7 +305,12 @@ def finalize(
     from ..video_io import side_by_side, write_video
 
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
-    report = write_report(out / "report.md", rows, variants, cfg, meta)
+    summary = report.summarize(rows, variants)
+    (out / "summary.json").write_text(
+        json.dumps({"meta": meta, "config": dataclasses.asdict(cfg), **summary}, indent=1)
+    )
+    text = report.write_report(summary, LABELS, report_header(cfg, meta))
+    (out / "report.md").write_text(text)
     pick = [cases[i] for i in np.linspace(0, len(cases) - 1, min(8, len(cases))).round().astype(int)]
     contact_sheet(out / "contact_sheet.png", pick)
     for i in np.linspace(0, len(cases) - 1, min(gifs, len(cases))).round().astype(int):
@@ -426,14 +318,20 @@ def finalize(
         clip_name, prompt = title.split(": ", 1)
         name = clip_name + "__" + prompt.replace(" on a ", " on ").replace(" background", "").replace(" ", "_")
         write_video(out / f"{name}.gif", side_by_side(src, *outs.values()), fps=4)
-    return report
+    return text
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
     ap.add_argument("--out", type=Path, default=Path("outputs/shapes_eval"))
-    ap.add_argument("--clips", nargs="*", default=None, help="clip names (default: all bundled clips)")
+    ap.add_argument(
+        "--set",
+        choices=("bundled", "dev", "test"),
+        default="bundled",
+        help="bundled: the 13 hand-picked clips; dev/test: the generated split (tav.shapes.generated)",
+    )
+    ap.add_argument("--clips", nargs="*", default=None, help="clip names (default: the whole set)")
     ap.add_argument(
         "--variants", nargs="*", default=list(VARIANTS), choices=list(ALL), help="default: the paper's five"
     )
@@ -453,23 +351,31 @@ def main(argv: Optional[list[str]] = None) -> dict:
     cfg = EvalConfig(
         args.tune_steps, args.tune_lr, args.steps, args.guidance, args.seed, trainable=tuple(args.trainable)
     )
-    clips = [c for c in EVAL_CLIPS if args.clips is None or c.name in args.clips]
+    every = [(c, edits_for(c)) for c in EVAL_CLIPS] if args.set == "bundled" else generated.eval_set(args.set)
+    clips = [(c, e) for c, e in every if args.clips is None or c.name in args.clips]
     if not clips:
-        raise SystemExit(f"no clips selected; known: {', '.join(c.name for c in EVAL_CLIPS)}")
+        raise SystemExit(f"no clips selected; known: {', '.join(c.name for c, _ in every)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         shards = sorted(d for d in args.out.glob("shard_*") if d.is_dir())
-        rows, by_title, seconds = [], {}, 0.0
+        rows, by_title, seconds, configs = [], {}, 0.0, set()
         for d in shards:  # shards may split clips, variants, or both
             rows += [r for r in json.loads((d / "rows.json").read_text()) if r["variant"] in args.variants]
             for title, (src, outs) in _load_cases(d / "cases.npz").items():
                 by_title.setdefault(title, (src, {}))[1].update(outs)
-            seconds += json.loads((d / "meta.json").read_text())["seconds"]
+            shard_meta = json.loads((d / "meta.json").read_text())
+            seconds += shard_meta["seconds"]
+            configs.add(json.dumps(shard_meta.get("config", dataclasses.asdict(cfg)), sort_keys=True))
+        if len(configs) > 1:
+            raise SystemExit(f"the shards in {args.out} ran with different settings: {' / '.join(sorted(configs))}")
+        if configs:  # the report states the settings the shards ran with, not the merge's defaults
+            shard_cfg = json.loads(configs.pop())
+            cfg = EvalConfig(**{**shard_cfg, "trainable": tuple(shard_cfg["trainable"])})
         missing = sorted({v for _, outs in by_title.values() for v in args.variants if v not in outs})
         if missing:
             raise SystemExit(f"the shards in {args.out} lack variant(s) {', '.join(missing)}: run them or drop them")
         cases = [(t, src, {v: outs[v] for v in args.variants}) for t, (src, outs) in by_title.items()]
-        order = {c.name: i for i, c in enumerate(EVAL_CLIPS)}
+        order = {c.name: i for i, (c, _) in enumerate(every)}
         rows.sort(key=lambda r: order[r["clip"]])
         cases.sort(key=lambda c: order[c[0].split(":")[0]])
         meta = {
@@ -477,9 +383,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
             "videos": len(cases),
             "seconds": seconds,
             "threads": args.threads,
+            "set": args.set,
         }
-        report = finalize(args.out, rows, cases, args.variants, cfg, meta, args.gifs)
-        print(report)
+        text = finalize(args.out, rows, cases, args.variants, cfg, meta, args.gifs)
+        print(text)
         return {"rows": rows, "meta": meta}
     out = args.out
     if args.shard:
@@ -489,16 +396,23 @@ def main(argv: Optional[list[str]] = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     pipe = load_toy(args.model)
     t_start = time.time()
-    rows, cases = run_clips(pipe, clips, cfg, args.variants)
-    meta = {"clips": len(clips), "videos": len(cases), "seconds": time.time() - t_start, "threads": args.threads}
+    rows, cases = run_clips(pipe, clips, cfg, args.variants, checkpoint=out / "rows.json")
+    meta = {
+        "clips": len(clips),
+        "videos": len(cases),
+        "seconds": time.time() - t_start,
+        "threads": args.threads,
+        "set": args.set,
+        "config": dataclasses.asdict(cfg),
+    }
     (out / "meta.json").write_text(json.dumps(meta))
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
     _save_cases(out / "cases.npz", cases)
     if args.shard:
         print(f"shard done: {out} ({meta['seconds']:.0f}s)")
         return {"rows": rows, "meta": meta}
-    report = finalize(out, rows, cases, args.variants, cfg, meta, args.gifs)
-    print(report)
+    text = finalize(out, rows, cases, args.variants, cfg, meta, args.gifs)
+    print(text)
     print(f"wrote {out}/report.md, contact_sheet.png, GIFs ({meta['seconds']:.0f}s)")
     return {"rows": rows, "meta": meta}
 
