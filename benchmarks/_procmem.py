@@ -36,6 +36,11 @@ def rss_kb() -> int:
     return _status_kb("VmRSS")
 
 
+def rss_file_kb() -> int:
+    """File-backed resident pages in KiB: mostly shared-library code, paged in as new kernels first run."""
+    return _status_kb("RssFile")
+
+
 def reset_peak() -> bool:
     """Reset the RSS high-water mark to the current RSS; False where the kernel does not allow it."""
     try:

@@ -8,8 +8,9 @@ Measured (``--device cuda``, 512x512; expected to take 3-6 minutes on one modern
   estimate of the same peak beside it (and their ratio);
 - one inversion step and one guided sampling step at 24 frames: median step time;
 - which SDPA kernels the UNet ran (profiler op names), and which kernel the default selection picks
-  for each UNet head size (40/80/160 for SD1.x, 64 for SD2.x) with math excluded: a head size with
-  no fused kernel would fall back to the math kernel's full score matrix;
+  for each UNet head size (40/80/160 for SD1.x, 64 for SD2.x) with math excluded: the frame
+  attentions of a head size with no fused kernel run tav's query-chunked fallback
+  (tav.attention_kernels), which shows as math ops here (cross-attention may also use math);
 - the bf16-vs-fp32 difference of one UNet call from the same weights and input.
 
 ``--tiny`` runs the same code on a tiny model at 64x64 on the CPU (how CI tests this script); there

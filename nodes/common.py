@@ -185,4 +185,5 @@ def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuni
     ControlNet they use may be among them). ``tuning``: precision and checkpointing of a Tune."""
     if kind == "tune":
         free_comfy_memory()
-    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, **tuning)
+    # the device the node will compute on: the weights may still be on ComfyUI's offload device
+    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, device=device(), **tuning)

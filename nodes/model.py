@@ -10,6 +10,7 @@ import torch
 
 from tav.pipeline import Pipeline
 
+from . import memory
 from .common import (
     CATEGORY,
     PIPELINE,
@@ -99,12 +100,11 @@ class TAV_LoadCheckpoint:
         path = resolve_checkpoint(model)
         if path is None:
             raise ValueError(f"model {model!r} not found in models/checkpoints or models/diffusers")
-        dev = device()
         with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
             pipe = checkpoints.load_pipeline(
                 path,
-                device=dev,
-                dtype=load_dtype(precision, dev),
+                device=memory.offload_device(),  # ComfyUI's manager loads it where a node needs it
+                dtype=load_dtype(precision, device()),
                 prediction_type=None if prediction_type == "auto" else prediction_type,
             )
         return (pipe,)
@@ -155,12 +155,11 @@ class TAV_FromComfyModels:
         mm.load_models_gpu([model, clip.load_model()], force_patch_weights=True)
         sd = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
         sd = {k: v for k, v in sd.items() if hasattr(v, "is_floating_point")}
-        dev = device()
         with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
             pipe = checkpoints.pipeline_from_ldm_state_dict(
                 sd,
-                device=dev,
-                dtype=load_dtype(precision, dev),
+                device=memory.offload_device(),
+                dtype=load_dtype(precision, device()),
                 prediction_type=prediction,
                 source=f"ComfyUI {type(model.model.model_config).__name__} model",
             )

@@ -8,6 +8,7 @@ import torch
 
 from tav.pipeline import Pipeline
 
+from . import memory
 from .common import (
     CATEGORY,
     INVERTED,
@@ -94,7 +95,7 @@ class TAV_DDIMInvert:
         windows = windows_from_widgets(window, overlap, anchor_first_frame)
         f, h, w = frames.shape[:3]
         check_job(pipeline, min(f, windows.length) if windows else f, h, w, "invert")  # memory is one window's
-        with tav_warnings() as warned:
+        with memory.on_device(pipeline), tav_warnings() as warned:
             latents = pipeline.encode_video(frames, callback=progress("encode"))
             embeds = pipeline.encode_prompt(prompt) if prompt.strip() else None
             noise = ddim.invert(
@@ -290,40 +291,41 @@ class TAV_Sample:
         else:
             f, h, w = frames, height, width
         check_job(pipeline, min(f, windows.length) if windows else f, h, w, "sample")  # memory is one window's
-        dev = pipeline.device
-        with tav_warnings() as warned:
-            cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
-            neg = None
-            if negative is not None:
-                neg = conditioning_embeds(negative)
-            elif negative_prompt.strip():
-                neg = pipeline.encode_prompt(negative_prompt)
-        dtype = next(pipeline.text_encoder.parameters()).dtype
-        cond = cond.to(dev, dtype)
-        neg = neg.to(dev, dtype) if neg is not None else None
-        init = None
-        if inverted is not None:
-            init = inverted["latents"]
-            if inverted.get("fingerprint") and inverted["fingerprint"] != _fingerprint(pipeline):
-                log.warning("Tune-A-Video: the inverted latents come from a different base model")
-            if inverted.get("steps") and inverted["steps"] != steps:
-                log.info("Tune-A-Video: inverted with %s steps, sampling with %s", inverted["steps"], steps)
-        latents = ddim.sample(
-            pipeline,
-            cond,
-            negative_embeds=neg,
-            latents=init,
-            frames=frames,
-            height=height,
-            width=width,
-            steps=steps,
-            guidance_scale=cfg,
-            eta=eta,
-            seed=seed,
-            callback=progress("sample"),
-            control=control,
-            windows=windows,
-        )
-        images = pipeline.decode_latents(latents, callback=progress("decode"))
-        stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale
-        return with_ui((images, {"samples": stock.contiguous()}), warned)
+        with memory.on_device(pipeline, control):
+            dev = pipeline.device
+            with tav_warnings() as warned:
+                cond = conditioning_embeds(positive) if positive is not None else pipeline.encode_prompt(prompt)
+                neg = None
+                if negative is not None:
+                    neg = conditioning_embeds(negative)
+                elif negative_prompt.strip():
+                    neg = pipeline.encode_prompt(negative_prompt)
+            dtype = next(pipeline.text_encoder.parameters()).dtype
+            cond = cond.to(dev, dtype)
+            neg = neg.to(dev, dtype) if neg is not None else None
+            init = None
+            if inverted is not None:
+                init = inverted["latents"]
+                if inverted.get("fingerprint") and inverted["fingerprint"] != _fingerprint(pipeline):
+                    log.warning("Tune-A-Video: the inverted latents come from a different base model")
+                if inverted.get("steps") and inverted["steps"] != steps:
+                    log.info("Tune-A-Video: inverted with %s steps, sampling with %s", inverted["steps"], steps)
+            latents = ddim.sample(
+                pipeline,
+                cond,
+                negative_embeds=neg,
+                latents=init,
+                frames=frames,
+                height=height,
+                width=width,
+                steps=steps,
+                guidance_scale=cfg,
+                eta=eta,
+                seed=seed,
+                callback=progress("sample"),
+                control=control,
+                windows=windows,
+            )
+            images = pipeline.decode_latents(latents, callback=progress("decode"))
+            stock = latents[0].permute(1, 0, 2, 3).to("cpu", torch.float32) / pipeline.vae_scale
+            return with_ui((images, {"samples": stock.contiguous()}), warned)

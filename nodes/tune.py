@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from tav.pipeline import Pipeline
 
+from . import memory
 from .common import (
     CATEGORY,
     PIPELINE,
@@ -189,19 +190,20 @@ class TAV_Tune:
             pipeline = inflation.inflate(pipeline)
         frames = frames[..., :3]
         check_job(pipeline, *frames.shape[:3], "tune", precision=precision, checkpointing=gradient_checkpointing)
-        with tav_warnings() as warned:
-            latents = pipeline.encode_video(frames, callback=progress("encode"))
-            embeds = pipeline.encode_prompt(prompt)
-        modules = parse_modules(trainable_modules)
         config = tuning.TuneConfig(
             steps=steps,
             lr=learning_rate,
             seed=seed,
-            trainable_modules=modules,
+            trainable_modules=parse_modules(trainable_modules),
             precision=precision,
             gradient_checkpointing=gradient_checkpointing,
         )
-        result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"), prompt=prompt)
+        with memory.on_device(pipeline) as output:
+            with tav_warnings() as warned:
+                latents = pipeline.encode_video(frames, callback=progress("encode"))
+                embeds = pipeline.encode_prompt(prompt)
+            result = tuning.tune(pipeline, latents, embeds, config, callback=progress("tune"), prompt=prompt)
+            output(result.pipeline)
         return with_ui((result.pipeline, loss_curve_image(result.losses)), warned)
 
 

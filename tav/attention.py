@@ -11,9 +11,10 @@ import dataclasses
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from einops import rearrange
+
+from .attention_kernels import attention
 
 
 @dataclasses.dataclass
@@ -193,7 +194,7 @@ class SparseCausalAttnProcessor:
 
         if bias is not None:
             bias = bias.to(query.dtype)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=attn.scale)
+        out = attention(query, key, value, attn.scale, bias)
         out = _merge_heads(out).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:
@@ -248,6 +249,6 @@ class TemporalAttnProcessor:
         f, n = self.ctx.frames, hidden_states.shape[1]
         x = rearrange(hidden_states, "(b f) n d -> (b n) f d", f=f)
         q, k, v = (_heads(proj(x), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        out = attention(q, k, v, attn.scale)
         out = attn.to_out[1](attn.to_out[0](_merge_heads(out).to(q.dtype)))
         return rearrange(out, "(b n) f d -> (b f) n d", n=n)

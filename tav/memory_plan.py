@@ -438,11 +438,13 @@ def job_for(
     *,
     precision: str = "auto",
     checkpointing: Optional[bool] = None,
+    device: Optional[torch.device] = None,
 ) -> Job:
-    """The :class:`Job` a loaded pipeline will run (its device, weight type, tuning's autocast type)."""
+    """The :class:`Job` a loaded pipeline will run on ``device`` (default: where its weights are), with its
+    weight type and tuning's autocast type."""
     from .tuning import resolve_precision
 
-    device = pipe.device
+    device = torch.device(device) if device is not None else pipe.device
     names = {v: k for k, v in PRECISIONS.items()}
     weights = pipe.dtype
     if kind == "tune":
@@ -513,12 +515,19 @@ def check_fits(
     *,
     precision: str = "auto",
     checkpointing: Optional[bool] = None,
+    device: Optional[torch.device] = None,
 ) -> None:
-    """Refuse, before any work, a CUDA job that the planner says cannot fit the memory left."""
+    """Refuse, before any work, a CUDA job that the planner says cannot fit the memory left.
+
+    ``device``: where the job will run, when the weights are not there yet (ComfyUI's manager loads a
+    pipeline node's weights from the offload device only once the check has passed)."""
     from .validation import InputError, module_bytes
 
-    job = job_for(pipe, kind, frames, height, width, precision=precision, checkpointing=checkpointing)
-    resident = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
-    message = refusal(planner_for(configs_of(pipe)), job, resident, cuda_available(pipe.device, resident))
+    device = torch.device(device) if device is not None else pipe.device
+    job = job_for(pipe, kind, frames, height, width, precision=precision, checkpointing=checkpointing, device=device)
+    here = pipe.device
+    on_device = here.type == device.type and (here.index or 0) == (device.index or 0)
+    resident = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder) if on_device else 0
+    message = refusal(planner_for(configs_of(pipe)), job, resident, cuda_available(device, resident))
     if message:
         raise InputError(message)

@@ -392,15 +392,19 @@ def check_pipeline_job(
     *,
     precision: str = "auto",
     checkpointing: Optional[bool] = None,
+    device: Any = None,
 ) -> None:
-    """Refuse a job for a loaded pipeline that cannot fit its device: on CUDA the memory planner
-    (:mod:`tav.memory_plan`) against the free memory, elsewhere :func:`check_job_size`'s estimate.
-    ``precision``/``checkpointing``: tuning's settings."""
+    """Refuse a job for a loaded pipeline that cannot fit the device it runs on (``device``, default: where
+    its weights are): on CUDA the memory planner (:mod:`tav.memory_plan`) against the free memory,
+    elsewhere :func:`check_job_size`'s estimate. ``precision``/``checkpointing``: tuning's settings."""
+    import torch
+
     param = next(pipe.unet.parameters())
-    if param.device.type == "cuda":
+    target = torch.device(device) if device is not None else param.device
+    if target.type == "cuda":
         from .memory_plan import check_fits
 
-        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing)
+        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing, device=target)
         return
     weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
     if kind == "tune":
@@ -410,7 +414,7 @@ def check_pipeline_job(
         height,
         width,
         kind=kind,
-        device=param.device,
+        device=target,
         weight_bytes=weights,
         dtype_bytes=param.element_size(),
     )

@@ -202,3 +202,23 @@ def test_job_for_a_loaded_pipeline(configs) -> None:
     half = inflate(raw.replace(unet=raw.unet.to(torch.bfloat16)))
     assert mp.job_for(half, "tune", 4, 64, 64).precision == "bf16"  # auto follows half weights
     assert mp.job_for(half, "sample", 4, 64, 64).precision == "bf16"
+
+
+def test_check_plans_for_the_device_the_job_will_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ComfyUI loader leaves the weights on the offload device (the CPU) until a node runs: the check
+    still plans a CUDA job, with no weights counted as already on the GPU."""
+    from tav.validation import InputError, check_pipeline_job
+
+    pipe = inflate(tiny_pipeline())
+    seen: dict = {}
+
+    def available(device: torch.device, resident: int) -> int:
+        seen.update(device=device, resident=resident)
+        return 0
+
+    monkeypatch.setattr(mp, "cuda_available", available)
+    with pytest.raises(InputError, match="invert job .* needs about"):
+        check_pipeline_job(pipe, 4, 64, 64, "invert", device=torch.device("cuda"))
+    assert seen == {"device": torch.device("cuda"), "resident": 0}
+    assert mp.job_for(pipe, "invert", 4, 64, 64, device=torch.device("cuda")).device == "cuda"
+    check_pipeline_job(pipe, 4, 64, 64, "invert")  # on the CPU: the simple estimate, which fits
