@@ -13,13 +13,10 @@ Usage: python memory_inprocess.py --comfy-dir DIR --vram NORMAL_VRAM|LOW_VRAM|NO
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from inprocess import REPO, boot_pack
 
 
 def main() -> None:
@@ -28,23 +25,12 @@ def main() -> None:
     ap.add_argument("--vram", required=True)
     a = ap.parse_args()
 
-    sys.path.insert(0, a.comfy_dir)
-    sys.path.insert(0, str(REPO))
-    os.chdir(a.comfy_dir)
-    from comfy.cli_args import args
-
-    args.cpu = True
+    boot_pack(a.comfy_dir)
+    sys.path.insert(0, str(REPO))  # ahead of ComfyUI's own tests package
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.utils
     import torch
-
-    spec = importlib.util.spec_from_file_location(
-        "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["tav_pack"] = pack
-    spec.loader.exec_module(pack)
     from diffusers import ControlNetModel
     from tav_pack.nodes import memory
     from tav_pack.nodes.sample import TAV_DDIMInvert, TAV_Sample

@@ -14,13 +14,9 @@ Usage: python native_inprocess.py CKPT --comfy-dir DIR --tuned-out FILE
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from inprocess import boot_pack
 
 
 def rel(a, b) -> float:  # noqa: ANN001 - tensors
@@ -34,21 +30,10 @@ def main() -> None:
     ap.add_argument("--tuned-out", required=True)
     a = ap.parse_args()
 
-    sys.path.insert(0, a.comfy_dir)
-    os.chdir(a.comfy_dir)
-    from comfy.cli_args import args
-
-    args.cpu = True
+    boot_pack(a.comfy_dir)
     import comfy.model_management as mm
     import comfy.sd
     import torch
-
-    spec = importlib.util.spec_from_file_location(
-        "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["tav_pack"] = pack
-    spec.loader.exec_module(pack)
     from tav_pack.nodes import native as glue
 
     from tav import checkpoints, inflation, native, weights

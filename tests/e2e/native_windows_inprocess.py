@@ -18,13 +18,10 @@ Usage: python native_windows_inprocess.py CKPT CONTROLNET --comfy-dir DIR
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from inprocess import boot_pack
+
 FRAMES, STEPS, CFG = 7, 3, 7.5
 
 
@@ -39,23 +36,12 @@ def main() -> None:
     ap.add_argument("--comfy-dir", required=True)
     a = ap.parse_args()
 
-    sys.path.insert(0, a.comfy_dir)
-    os.chdir(a.comfy_dir)
-    from comfy.cli_args import args
-
-    args.cpu = True
+    boot_pack(a.comfy_dir)
     import comfy.context_windows
     import comfy.controlnet
     import comfy.samplers
     import comfy.sd
     import torch
-
-    spec = importlib.util.spec_from_file_location(
-        "tav_pack", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["tav_pack"] = pack
-    spec.loader.exec_module(pack)
     from tav_pack.nodes import context_windows as ctxw
     from tav_pack.nodes import native as glue
 
