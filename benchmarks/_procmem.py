@@ -81,3 +81,19 @@ class PeakMeter:
 
     def as_dict(self) -> dict:
         return {"base_kb": self.base_kb, "peak_kb": self.peak_kb, "increase_kb": self.increase_kb, "exact": self.exact}
+
+
+def run_worker(script: str, case: dict) -> dict:
+    """``script --worker CASE_JSON`` in a fresh process with the fixed mmap threshold (see above), so
+    each case's RSS is its own; returns the case with the JSON the worker printed last."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    cmd = [sys.executable, script, "--worker", json.dumps(case)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"case {case} failed:\n{out.stderr[-3000:]}")
+    return {**case, **json.loads(out.stdout.strip().splitlines()[-1])}

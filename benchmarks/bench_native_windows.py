@@ -24,9 +24,10 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+import _procmem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -35,12 +36,10 @@ ROOT = HERE.parent
 def worker(case: dict) -> dict:
     """Two sampling steps of one case; returns the second one's peak memory increase in MiB."""
     sys.path.insert(0, case["comfy_dir"])
-    sys.path.insert(0, str(HERE))
     os.chdir(case["comfy_dir"])
     from comfy.cli_args import args
 
     args.cpu = True
-    import _procmem
     import comfy.samplers
     import comfy.sd
     import torch
@@ -83,15 +82,6 @@ def worker(case: dict) -> dict:
     return {"peak_mib": meter.increase_kb / 1024, "exact": meter.exact}
 
 
-def run_case(case: dict) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, __file__, "--worker", json.dumps(case)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"case {case} failed:\n{out.stderr[-3000:]}")
-    return {**case, **json.loads(out.stdout.strip().splitlines()[-1])}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("ckpt", nargs="?", help="an SD1.5-shaped single-file checkpoint")
@@ -131,7 +121,7 @@ def main() -> None:
         cases.append(
             {**base, "label": f"{args.long} frames, no windows", "frames": args.long, "window": 0, "overlap": 0}
         )
-    results = [run_case(c) for c in cases]
+    results = [_procmem.run_worker(__file__, c) for c in cases]
     ref = results[0]["peak_mib"]
     print(f"one native DDIM sampling step with CFG; {Path(args.ckpt).name}, latent {args.latent}, CPU")
     print(f"{'case':<62} {'peak MiB':>9} {'vs short':>9}")

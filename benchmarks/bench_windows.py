@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+import _procmem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,8 +52,6 @@ def worker(case: dict) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(HERE))
-    import _procmem
     from diffusers import UNet2DConditionModel
 
     from tav import ddim
@@ -86,15 +84,6 @@ def worker(case: dict) -> dict:
     with _procmem.PeakMeter() as meter:
         step()
     return {"peak_mib": meter.increase_kb / 1024, "exact": meter.exact}
-
-
-def run_case(case: dict) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, __file__, "--worker", json.dumps(case)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"case {case} failed:\n{out.stderr[-3000:]}")
-    return {**case, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -132,7 +121,7 @@ def main() -> None:
     ]
     if args.one_pass_long:
         cases.append({**base, "label": f"{args.long} frames, one pass", "frames": args.long, "window": 0, "overlap": 0})
-    results = [run_case(c) for c in cases]
+    results = [_procmem.run_worker(__file__, c) for c in cases]
     ref = results[0]["peak_mib"]
     print(f"one DDIM sampling step with CFG; UNet channels {args.channels}, latent {args.latent}, {args.device}")
     print(f"{'case':<62} {'peak MiB':>9} {'vs short':>9}")

@@ -27,3 +27,26 @@ def boot_pack(comfy_dir: str) -> ModuleType:
     sys.modules["tav_pack"] = pack
     spec.loader.exec_module(pack)
     return pack
+
+
+def load_randomly_tuned(ckpt: str) -> tuple:
+    """One checkpoint as a stock ComfyUI ``MODEL`` and as a tav pipeline, inflated with random "tuned"
+    weights (temporal layers with a non-zero output, perturbed ``to_q``s) so every piece matters.
+
+    Returns ``(model, pipe, video, generator)``; the generator continues the seeded stream for the caller's
+    inputs. Call after :func:`boot_pack`."""
+    import comfy.sd
+    import torch
+
+    from tav import checkpoints, inflation
+
+    torch.manual_seed(0)
+    model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(ckpt, output_vae=False, output_clip=False)
+    pipe = checkpoints.load_pipeline(ckpt, device="cpu", dtype=torch.float32)
+    video = inflation.inflate(pipe, norm="video", seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in video.unet.unet.named_parameters():
+            if "attn_temp" in name or "norm_temp" in name or name.endswith(("attn1.to_q.weight", "attn2.to_q.weight")):
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model, pipe, video, g

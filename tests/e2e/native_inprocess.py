@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inprocess import boot_pack
+from inprocess import boot_pack, load_randomly_tuned
 
 
 def rel(a, b) -> float:  # noqa: ANN001 - tensors
@@ -32,23 +32,12 @@ def main() -> None:
 
     boot_pack(a.comfy_dir)
     import comfy.model_management as mm
-    import comfy.sd
     import torch
     from tav_pack.nodes import native as glue
 
-    from tav import checkpoints, inflation, native, weights
+    from tav import inflation, native, weights
 
-    torch.manual_seed(0)
-    model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(a.ckpt, output_vae=False, output_clip=False)
-    pipe = checkpoints.load_pipeline(a.ckpt, device="cpu", dtype=torch.float32)
-    video = inflation.inflate(pipe, norm="video", seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in video.unet.unet.named_parameters():
-            if "attn_temp" in name or "norm_temp" in name:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-            elif name.endswith(("attn1.to_q.weight", "attn2.to_q.weight")):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    model, pipe, video, g = load_randomly_tuned(a.ckpt)
     video = video.replace(info={"frames": 2, "height": 64, "width": 64, "prompt": "probe"})
     weights.save_tuned(a.tuned_out, video)
     tuned = native.tuned_from_pipeline(video)

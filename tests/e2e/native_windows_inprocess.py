@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inprocess import boot_pack
+from inprocess import boot_pack, load_randomly_tuned
 
 FRAMES, STEPS, CFG = 7, 3, 7.5
 
@@ -45,18 +45,10 @@ def main() -> None:
     from tav_pack.nodes import context_windows as ctxw
     from tav_pack.nodes import native as glue
 
-    from tav import checkpoints, ddim, inflation, native
+    from tav import ddim, native
     from tav.windows import Windows
 
-    torch.manual_seed(0)
-    model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(a.ckpt, output_vae=False, output_clip=False)
-    pipe = checkpoints.load_pipeline(a.ckpt, device="cpu", dtype=torch.float32)
-    video = inflation.inflate(pipe, norm="video", seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in video.unet.unet.named_parameters():
-            if "attn_temp" in name or "norm_temp" in name or name.endswith(("attn1.to_q.weight", "attn2.to_q.weight")):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    model, _pipe, video, g = load_randomly_tuned(a.ckpt)
     patched = glue.apply_tuned(model, native.tuned_from_pipeline(video))
 
     x_t = torch.randn(1, 4, FRAMES, 4, 4, generator=g)  # an "inverted" clip, VP convention, 32x32 px
