@@ -23,7 +23,9 @@ import torch
 
 from . import ddim, windows
 from . import validation as v
+from .attention import ATTENTION_MODES
 from .editing import EditConfig, tune_and_edit, write_edits
+from .inflation import NORMS
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, TuneConfig, half_dtype
 
@@ -132,9 +134,15 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     p.add_argument(
         "--norm",
-        choices=["video", "frame"],
+        choices=NORMS,
         default="video",
         help="GroupNorm over all frames (reference) or per frame (better on the shapes model)",
+    )
+    p.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default="sparse_causal",
+        help="sparse-causal keys: frames 0 and i-1 (reference), sparse_causal_self adds frame i; frame: none",
     )
     p.add_argument(
         "--gradient-checkpointing",
@@ -216,7 +224,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     v.check_output_file(args.out, exts=(".safetensors",), what="--out")
     _check_model(args), _check_video(args), _check_tune(args), _check_prompts([args.prompt], "--prompt")
     clip = _read_clip(args)
-    pipe = inflate(_load(args.model, _device(args.device), args.prediction_type), norm=args.norm)
+    pipe = inflate(
+        _load(args.model, _device(args.device), args.prediction_type), norm=args.norm, attention=args.attention
+    )
     f, h, w = clip.frames.shape[:3]
     cfg = _tune_config(args)
     v.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
@@ -346,6 +356,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         negative_prompt=args.negative,
         seed=args.sample_seed,
         norm=args.norm,
+        attention=args.attention,
         windows=windows.from_cli(args),
     )
     t0 = time.time()
@@ -389,7 +400,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         v.check_number("--vram", args.vram, 0.1, 10_000, hint="the device's memory in GiB, e.g. 12")
     configs = mp.read_configs(args.model)
     job = mp.Job(
-        args.kind, args.frames, args.height, args.width, args.precision, args.checkpointing, args.attention, args.device
+        args.kind, args.frames, args.height, args.width, args.precision, args.checkpointing, args.sdpa, args.device
     )
     planner = mp.planner_for(configs)
     plan = planner.plan(job)
@@ -465,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="weights (and autocast)")
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=True, help="tuning only")
-    p.add_argument("--attention", choices=("flash", "math"), default="flash", help="SDPA kernel")
+    p.add_argument("--sdpa", choices=("flash", "math"), default="flash", help="attention kernel")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument(
         "--vram", type=float, help="device memory in GiB: also print the most frames / largest size that fit"

@@ -16,7 +16,7 @@ import torch
 
 from . import ddim
 from .attention import ATTENTION_MODES
-from .inflation import inflate, is_inflated
+from .inflation import NORMS, inflate, is_inflated
 from .pipeline import Pipeline
 from .progress import ProgressFn
 from .tuning import TuneConfig, tune
@@ -69,8 +69,8 @@ def check_edit_config(config: EditConfig) -> None:
     check_number("guidance scale", config.guidance_scale, 0, 100, hint="the paper uses 12.5")
     check_number("eta", config.eta, 0, 1, hint="0 is deterministic DDIM (the paper)")
     check_seed("sampling seed", config.seed)
-    if config.norm not in ("video", "frame"):
-        raise InputError(f"norm must be 'video' or 'frame', got {config.norm!r}")
+    if config.norm not in NORMS:
+        raise InputError(f"norm must be one of {', '.join(NORMS)}, got {config.norm!r}")
     if config.attention not in ATTENTION_MODES:
         raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {config.attention!r}")
 

@@ -29,6 +29,8 @@ from .attention import ATTENTION_MODES, FrameContext, SharedFrame, SparseCausalA
 from .pipeline import Pipeline
 
 TEMPORAL_KEYS = ("attn_temp.", "norm_temp.")
+#: GroupNorm statistics: "video" pools over all frames (reference), "frame" over each frame
+NORMS = ("video", "frame")
 
 
 class VideoGroupNorm(nn.GroupNorm):
@@ -188,8 +190,8 @@ def inflate(
     bias so the inflated model starts as exactly the 2-D one (the reference keeps nn.Linear's
     random bias). ``seed`` makes the temporal layers' random init reproducible.
     """
-    if norm not in ("video", "frame"):
-        raise ValueError(f"norm must be 'video' or 'frame', got {norm!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if attention not in ATTENTION_MODES:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
     if is_inflated(pipe):

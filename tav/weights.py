@@ -21,7 +21,8 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_output
-from .inflation import TEMPORAL_KEYS, VideoUNet, inflate, is_inflated, share_weights_copy
+from .attention import ATTENTION_MODES
+from .inflation import NORMS, TEMPORAL_KEYS, VideoUNet, inflate, is_inflated, share_weights_copy
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, trainable_names
 from .validation import InputError, check_finite_tensor, check_finite_tensors, check_input_file
@@ -208,8 +209,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     for key in ("frames", "height", "width"):
         if meta.get(key) and not meta[key].isdigit():
             raise InputError(f"{path}: metadata {key}={meta[key]!r} is not a whole number; re-save the file")
-    if meta["norm"] not in ("video", "frame") or meta["attention"] not in ("sparse_causal", "frame"):
-        raise InputError(f"{path}: unknown norm/attention {meta['norm']!r}/{meta['attention']!r} in its metadata")
+    if meta["norm"] not in NORMS or meta["attention"] not in ATTENTION_MODES:
+        raise InputError(
+            f"{path}: unknown norm/attention {meta['norm']!r}/{meta['attention']!r} in its metadata "
+            f"(this version knows norm {'/'.join(NORMS)}, attention {'/'.join(ATTENTION_MODES)}); "
+            "it was saved by a newer version or damaged"
+        )
     return meta
 
 
@@ -228,7 +233,16 @@ def load_tuned(path: str | os.PathLike, pipe: Pipeline, *, check_base: bool = Tr
                 f"source {meta.get('base_source') or 'unknown'}), but this model's fingerprint is {mine} "
                 f"({pipe.source or 'unknown source'}). Load the checkpoint they were tuned from."
             )
-    video = pipe if is_inflated(pipe) else inflate(pipe, norm=meta["norm"], attention=meta["attention"])
+    if not is_inflated(pipe):
+        video = inflate(pipe, norm=meta["norm"], attention=meta["attention"])
+    elif (pipe.unet.norm, pipe.unet.attention) != (meta["norm"], meta["attention"]):
+        raise InputError(
+            f"{path} was tuned with norm={meta['norm']}, attention={meta['attention']}, but this pipeline is "
+            f"inflated with norm={pipe.unet.norm}, attention={pipe.unet.attention}; load the weights onto the "
+            "2-D pipeline (they inflate it as they were tuned) or inflate with the same options"
+        )
+    else:
+        video = pipe
     with _open(path, "tuned weights") as f:
         try:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

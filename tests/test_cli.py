@@ -49,7 +49,13 @@ def video(tmp_path_factory) -> Path:
     return path
 
 
-def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("norm", "attention"),
+    [("frame", "sparse_causal"), ("video", "sparse_causal_self")],
+    ids=["frame-norm", "self-keys"],
+)
+def test_tune_invert_sample(model, video, tmp_path, capsys, norm, attention) -> None:
+    keys = ["--norm", norm, "--attention", attention]
     common = [
         "--model",
         str(model),
@@ -65,12 +71,10 @@ def test_tune_invert_sample(model, video, tmp_path, capsys) -> None:
         "64",
     ]
     tuned = tmp_path / "tuned.safetensors"
-    assert (
-        main(["tune", *common, "--prompt", "a red square", "--steps", "2", "--norm", "frame", "--out", str(tuned)]) == 0
-    )
+    assert main(["tune", *common, "--prompt", "a red square", "--steps", "2", *keys, "--out", str(tuned)]) == 0
     meta = read_metadata(tuned)
     assert (meta["frames"], meta["height"], meta["width"], meta["prompt"]) == ("3", "64", "64", "a red square")
-    assert meta["norm"] == "frame"  # invert/sample below rebuild the model from this
+    assert (meta["norm"], meta["attention"]) == (norm, attention)  # invert/sample below rebuild the model from this
     inv = tmp_path / "inv.safetensors"
     assert main(["invert", *common, "--tuned", str(tuned), "--inversion-steps", "3", "--out", str(inv)]) == 0
     latents, _ = load_latents(inv)
@@ -133,11 +137,14 @@ def test_edit_one_go(model, video, tmp_path, capsys) -> None:
             str(out),
             "--save-tuned",
             str(tmp_path / "t.safetensors"),
+            "--attention",
+            "sparse_causal_self",
         ]
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert len(report["written"]) == 2 and (tmp_path / "t.safetensors").is_file()
+    assert len(report["written"]) == 2
+    assert read_metadata(tmp_path / "t.safetensors")["attention"] == "sparse_causal_self"
 
 
 def test_errors_are_one_line_not_tracebacks(model, tmp_path, capsys) -> None:

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from tav.inflation import inflate, load_reference_unet
 from tav.tuning import TuneConfig, trainable_names, tune
+from tav.validation import InputError
 from tav.weights import fingerprint, load_tuned, read_metadata, save_tuned
 
 from .tiny import tiny_pipeline
@@ -57,6 +58,33 @@ def test_other_base_model_is_refused(tuned, tmp_path) -> None:
     with pytest.raises(ValueError, match="another base model"):
         load_tuned(path, other)
     assert load_tuned(path, other, check_base=False) is not None
+
+
+@pytest.mark.parametrize(("norm", "attention"), [("frame", "sparse_causal_self"), ("video", "frame")])
+def test_every_inflation_option_survives_save_and_load(norm, attention, tmp_path) -> None:
+    """A model tuned with any inflate() option loads back as that model (a sparse_causal_self file was
+    once refused by its own loader)."""
+    base = tiny_pipeline(seed=11)
+    pipe = inflate(base, norm=norm, attention=attention, seed=3)
+    path = tmp_path / "opt.safetensors"
+    save_tuned(path, pipe)
+    loaded = load_tuned(path, base)
+    assert (loaded.unet.norm, loaded.unet.attention) == (norm, attention)
+    x, emb = torch.randn(1, 4, 3, 8, 8), base.encode_prompt("x")
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.unet(x, 10, emb), loaded.unet(x, 10, emb), rtol=0, atol=1e-5)
+
+
+def test_inflated_pipeline_with_other_options_is_refused(tuned, tmp_path) -> None:
+    """Weights applied to a pipeline inflated differently would silently give another model."""
+    base, pipe, cfg = tuned  # norm="video", attention="sparse_causal"
+    path = tmp_path / "clip.safetensors"
+    save_tuned(path, pipe, trainable_modules=cfg.trainable_modules)
+    other = inflate(base, attention="sparse_causal_self")
+    with pytest.raises(InputError, match="tuned with norm=video, attention=sparse_causal, but this pipeline"):
+        load_tuned(path, other)
+    same = inflate(base)
+    assert load_tuned(path, same).unet.attention == "sparse_causal"
 
 
 def test_fingerprint_is_precision_independent_and_discriminative() -> None:
