@@ -198,8 +198,8 @@ class TAV_Inflate:
                         "default": "sparse_causal",
                         "tooltip": (
                             "sparse_causal: each frame attends to frame 0 and the previous frame (the paper)."
-                            " sparse_causal_self: frame 0, the previous frame and the frame itself (TAV Sample path"
-                            " only). frame: no cross-frame attention (ablation)."
+                            " sparse_causal_self: frame 0, the previous frame and the frame itself."
+                            " frame: no cross-frame attention (ablation)."
                         ),
                     },
                 ),

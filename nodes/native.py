@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tav import native
+from tav.attention import KeysValues
 from tav.pipeline import Pipeline
 
 from .common import CATEGORY, INVERTED, PIPELINE, TUNED_FOLDER, log
@@ -173,10 +174,8 @@ class FrameAnchor:
     kv: dict[tuple, tuple[torch.Tensor, torch.Tensor]]
     record: bool
 
-    def keys_values(
-        self, k: torch.Tensor, v: torch.Tensor, frames: int, extra_options: dict
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        from tav.attention import anchored_key_frames, first_and_former, first_frame
+    def keys_values(self, k: torch.Tensor, v: torch.Tensor, frames: int, mode: str, extra_options: dict) -> KeysValues:
+        from tav.attention import first_frame, key_frames_of_clip, key_frames_of_window
 
         block = (*extra_options["block"], extra_options.get("block_index", 0))
         uuids = extra_options["uuids"]
@@ -184,30 +183,37 @@ class FrameAnchor:
             k0, v0 = first_frame(k, frames), first_frame(v, frames)
             for j, uuid in enumerate(uuids):
                 self.kv[(block, uuid)] = (k0[j : j + 1], v0[j : j + 1])
-            return first_and_former(k, frames), first_and_former(v, frames)
+            return key_frames_of_clip(k, v, frames, mode)
         if any((block, u) not in self.kv for u in uuids):
             raise RuntimeError("context windows: the window holding frame 0 must run first in every step")
         k0 = torch.cat([self.kv[(block, u)][0] for u in uuids])
         v0 = torch.cat([self.kv[(block, u)][1] for u in uuids])
-        return anchored_key_frames(k, k0, frames), anchored_key_frames(v, v0, frames)
+        return key_frames_of_window(k, v, (k0, v0), frames, mode)
 
 
-def _sparse_causal(ctx: FrameContext) -> Callable:
-    """An attn1 replacement: keys/values of frame 0 and frame i-1 for the query of frame i (in a context
-    window with the frame-0 anchor, frame 0 is the clip's, see :class:`FrameAnchor`)."""
-    from tav.attention import first_and_former
+def _sparse_causal(ctx: FrameContext, mode: str) -> Callable:
+    """An attn1 replacement: the query of frame i over the keys/values of its key frames (``mode``, see
+    :data:`tav.attention.KEY_FRAMES`; in a context window with the frame-0 anchor, frame 0 is the clip's,
+    see :class:`FrameAnchor`). Key frames listed twice get the processor's bias, as an attention mask."""
+    from tav.attention import key_frames_of_clip
 
     def attn1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         from comfy.ldm.modules import attention
 
         f = ctx.frames
         anchor = getattr(extra_options.get("context_window"), "tav_anchor", None)
+        bias = None
         if anchor is not None:
-            k, v = anchor.keys_values(k, v, f, extra_options)
+            k, v, bias = anchor.keys_values(k, v, f, mode, extra_options)
         elif f > 1:
-            k, v = first_and_former(k, f), first_and_former(v, f)
+            k, v, bias = key_frames_of_clip(k, v, f, mode)
         return attention.optimized_attention(
-            q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision")
+            q,
+            k,
+            v,
+            extra_options["n_heads"],
+            mask=None if bias is None else bias.to(q.dtype),
+            attn_precision=extra_options.get("attn_precision"),
         )
 
     return attn1
@@ -323,9 +329,9 @@ def apply_tuned(
     for path, tensors in temporal.items():
         block = clone.get_model_object(PREFIX + path)
         clone.add_object_patch(PREFIX + path, _temporal_block(block, tensors, ctx, model.offload_device))
-    if tuned.attention == "sparse_causal" and "sparse_causal" not in leave:
+    if tuned.attention != "frame" and "sparse_causal" not in leave:
         replace = clone.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
-        fn = _sparse_causal(ctx)
+        fn = _sparse_causal(ctx, tuned.attention)
         for path in native.block_map(d2c).values():
             name, number, index = native.attn1_patch_id(path)
             if (name, number, index) in replace:

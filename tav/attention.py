@@ -112,10 +112,16 @@ def repeat_bias(index: torch.Tensor, tokens: int, batch: int) -> torch.Tensor | 
     return bias.repeat(batch, 1)[:, None, None, :]
 
 
-def first_and_former(t: torch.Tensor, frames: int) -> torch.Tensor:
-    """Sparse-causal keys/values: ``(b*f, n, d) -> (b*f, 2n, d)``, tokens of frame 0 then of frame i-1,
-    per frame i. Shared by the diffusers processor and ComfyUI's attn1 replacement (the native path)."""
-    return gather_key_frames(t, key_frame_index("sparse_causal", frames, t.device))
+KeysValues = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
+
+
+def key_frames_of_clip(key: torch.Tensor, value: torch.Tensor, frames: int, mode: str) -> KeysValues:
+    """Keys, values and additive bias (:func:`repeat_bias`, or None) of every frame of ``(b*f, n, d)``
+    over its key frames. Shared by the diffusers processor and ComfyUI's attn1 replacement (the
+    native path)."""
+    index = key_frame_index(mode, frames, key.device)
+    bias = repeat_bias(index, key.shape[1], key.shape[0] // frames)
+    return gather_key_frames(key, index), gather_key_frames(value, index), bias
 
 
 def first_frame(t: torch.Tensor, frames: int) -> torch.Tensor:
@@ -136,6 +142,17 @@ def anchored_key_frames(
         raise RuntimeError(f"windowed step: anchor batch {anchor.shape[0]} != window batch {t.shape[0]}")
     index = key_frame_index(mode, frames + 1, t.device)[1:]  # rows of the window's frames
     return gather_key_frames(t, index, source=torch.cat([anchor[:, None], t], dim=1))
+
+
+def key_frames_of_window(
+    key: torch.Tensor, value: torch.Tensor, anchor: tuple[torch.Tensor, torch.Tensor], frames: int, mode: str
+) -> KeysValues:
+    """:func:`key_frames_of_clip` for a later window anchored on the clip's frame 0 (``anchor``: its
+    keys and values, see :func:`anchored_key_frames`)."""
+    index = key_frame_index(mode, frames + 1, key.device)[1:]
+    bias = repeat_bias(index, key.shape[1], key.shape[0] // frames)
+    k0, v0 = anchor
+    return anchored_key_frames(key, k0, frames, mode), anchored_key_frames(value, v0, frames, mode), bias
 
 
 class SparseCausalAttnProcessor:
@@ -183,9 +200,7 @@ class SparseCausalAttnProcessor:
         if self.mode != "frame" and shared is not None and shared.anchor:
             key, value, bias = self._shared_anchor(attn, key, value, f, shared)
         elif self.mode != "frame" and f > 1:
-            index = key_frame_index(self.mode, f, key.device)
-            key, value = (gather_key_frames(t, index) for t in (key, value))
-            bias = repeat_bias(index, hidden_states.shape[1], hidden_states.shape[0] // f)
+            key, value, bias = key_frames_of_clip(key, value, f, self.mode)
         key, value = _heads(key, attn.heads), _heads(value, attn.heads)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
@@ -213,20 +228,14 @@ class SparseCausalAttnProcessor:
         j-1]`` and the window's first frame ``[anchor, anchor]`` (its predecessor lies outside the
         window, so it is treated as the reference treats the clip's frame 1).
         """
-        tokens = key.shape[1]
         if shared.record:
             shared.kv[id(attn)] = (first_frame(key, frames), first_frame(value, frames))
             if frames == 1:
                 return key, value, None
-            index = key_frame_index(self.mode, frames, key.device)
-            bias = repeat_bias(index, tokens, key.shape[0] // frames)
-            return gather_key_frames(key, index), gather_key_frames(value, index), bias
+            return key_frames_of_clip(key, value, frames, self.mode)
         if id(attn) not in shared.kv:
             raise RuntimeError("windowed step: the window holding frame 0 must run first in every step")
-        k0, v0 = shared.kv[id(attn)]
-        index = key_frame_index(self.mode, frames + 1, key.device)[1:]
-        bias = repeat_bias(index, tokens, key.shape[0] // frames)
-        return anchored_key_frames(key, k0, frames, self.mode), anchored_key_frames(value, v0, frames, self.mode), bias
+        return key_frames_of_window(key, value, shared.kv[id(attn)], frames, self.mode)
 
 
 class TemporalAttnProcessor:

@@ -25,18 +25,15 @@ from typing import Optional
 import torch
 from safetensors import safe_open
 
+from .attention import ATTENTION_MODES
 from .ddim import ddim_timesteps
-from .inflation import TEMPORAL_KEYS, is_inflated
+from .inflation import NORMS, TEMPORAL_KEYS, is_inflated
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, trainable_names
 from .weights import base_fingerprint, fingerprint_items, read_metadata
 
 #: the pieces the native patch is made of; each can be left out for negative-control tests
 PIECES = ("sparse_causal", "temporal", "video_norm", "projections")
-
-
-#: attn1 key sets the native path's attn1 replacement implements
-NATIVE_ATTENTION = ("sparse_causal", "frame")
 
 
 @dataclasses.dataclass
@@ -56,10 +53,10 @@ class TunedWeights:
     frames: int = 0
 
     def __post_init__(self) -> None:
-        if self.attention not in NATIVE_ATTENTION:
+        if self.attention not in ATTENTION_MODES or self.norm not in NORMS:
             raise ValueError(
-                f"the native (stock MODEL) path supports attention {' or '.join(NATIVE_ATTENTION)}, not"
-                f" {self.attention!r}: sample this model with TAV Sample, or inflate with attention=sparse_causal"
+                f"unknown attention/norm {self.attention!r}/{self.norm!r}: attention is one of"
+                f" {', '.join(ATTENTION_MODES)}, norm one of {', '.join(NORMS)}"
             )
 
     @property

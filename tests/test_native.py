@@ -162,7 +162,10 @@ def test_tuned_weights_from_pipeline_and_file_agree(tmp_path: Path) -> None:
         native.tuned_from_pipeline(tiny_pipeline())
 
 
-def test_native_path_refuses_key_sets_it_does_not_implement() -> None:
-    """A model inflated with the current frame among its keys must not silently run as per-frame attention."""
-    with pytest.raises(ValueError, match="TAV Sample"):
-        native.TunedWeights(tensors={}, attention="sparse_causal_self")
+def test_unknown_key_sets_and_norms_are_refused() -> None:
+    """A key set or norm the native patch does not know must not silently run as something else."""
+    with pytest.raises(ValueError, match="unknown attention/norm 'sparse_causal_next'/'video'"):
+        native.TunedWeights(tensors={}, attention="sparse_causal_next")
+    with pytest.raises(ValueError, match="norm one of video, frame"):
+        native.TunedWeights(tensors={}, norm="first_window")
+    assert native.TunedWeights(tensors={}, attention="sparse_causal_self").attention == "sparse_causal_self"

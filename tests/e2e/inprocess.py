@@ -50,3 +50,16 @@ def load_randomly_tuned(ckpt: str) -> tuple:
             if "attn_temp" in name or "norm_temp" in name or name.endswith(("attn1.to_q.weight", "attn2.to_q.weight")):
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return model, pipe, video, g
+
+
+def retagged(path: str, **options: str) -> str:
+    """A copy of a tuned-weights file as if tuned with other ``inflate()`` options (same tensors, other
+    metadata), so one set of random weights serves every key set and GroupNorm choice."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    out = path.replace(".safetensors", "_" + "_".join(options.values()) + ".safetensors")
+    save_file(tensors, out, metadata={**meta, **options})
+    return out

@@ -5,7 +5,7 @@ one random-weight SD1.5-shaped checkpoint both as a stock ``MODEL`` and as a tav
 inflated pipeline random tuned weights (temporal attention with a non-zero output, perturbed
 ``to_q``s, so every piece matters), writes them to ``--tuned-out`` for the server tests, and
 measures the patched ``diffusion_model`` against ``VideoUNet`` on the same inputs (cond + uncond
-in one batch): parity per frame count (and for per-frame GroupNorm), each piece left out, the lowvram patching path, the base
+in one batch): parity per frame count (and for per-frame GroupNorm and for the current frame among the keys), each piece left out, the lowvram patching path, the base
 MODEL before/after, the size accounting and the base-model check. Prints one JSON object.
 
 Usage: python native_inprocess.py CKPT --comfy-dir DIR --tuned-out FILE
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inprocess import boot_pack, load_randomly_tuned
+from inprocess import boot_pack, load_randomly_tuned, retagged
 
 
 def rel(a, b) -> float:  # noqa: ANN001 - tensors
@@ -35,7 +35,7 @@ def main() -> None:
     import torch
     from tav_pack.nodes import native as glue
 
-    from tav import inflation, native, weights
+    from tav import native, weights
 
     model, pipe, video, g = load_randomly_tuned(a.ckpt)
     video = video.replace(info={"frames": 2, "height": 64, "width": 64, "prompt": "probe"})
@@ -87,10 +87,15 @@ def main() -> None:
             ref.permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8),
         )
 
-    # the same weights tuned with per-frame GroupNorm (Inflate norm=frame): the MODEL must not pool then
-    frame_ref = weights.load_tuned(a.tuned_out, inflation.inflate(pipe, norm="frame"))
-    with torch.no_grad():
-        ref_frame = frame_ref.unet(x5, t, emb).permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8)
+    def reference_out(path: str) -> torch.Tensor:
+        with torch.no_grad():
+            out = weights.load_tuned(path, pipe).unet(x5, t, emb)
+        return out.permute(0, 2, 1, 3, 4).reshape(2 * f, 4, 8, 8)
+
+    # the same weights tuned with per-frame GroupNorm (Inflate norm=frame): the MODEL must not pool then;
+    # and with the current frame among the sparse-causal keys (Inflate attention=sparse_causal_self)
+    frame_file, self_file = retagged(a.tuned_out, norm="frame"), retagged(a.tuned_out, attention="sparse_causal_self")
+    ref_frame, ref_self = reference_out(frame_file), reference_out(self_file)
 
     x2, t2, c2, _ = inputs[2]
     before = base_out(model, x2, t2, c2)
@@ -104,8 +109,12 @@ def main() -> None:
     for piece in native.PIECES:
         ablated = glue.apply_tuned(model, tuned, leave_out=[piece])
         res["controls"][piece] = rel(patched_out(ablated, 5), inputs[5][3])
-    tuned_frame = native.TunedWeights(**{**tuned.__dict__, "norm": "frame"})
-    res["parity_frame_norm"] = rel(patched_out(glue.apply_tuned(model, tuned_frame), 5), ref_frame)
+    res["parity_frame_norm"] = rel(
+        patched_out(glue.apply_tuned(model, native.tuned_from_file(frame_file)), 5), ref_frame
+    )
+    patched_self = glue.apply_tuned(model, native.tuned_from_file(self_file))
+    res["parity_self_keys"] = rel(patched_out(patched_self, 5), ref_self)
+    res["self_keys_vs_reference_keys"] = rel(patched_out(patched_self, 5), inputs[5][3])
     res["size"] = {"base": model.model_size(), "patched": patched.model_size()}
     after = base_out(model, x2, t2, c2)
     res["base_bit_identical"] = bool(torch.equal(before, after))

@@ -6,21 +6,23 @@ piece matters), and samples one random inverted clip of 7 frames (3 DDIM steps, 
 ComfyUI's CFGGuider + ddim sampler on the reference SIGMAS, and with ``tav.ddim.sample``:
 
 - one window as long as the clip against no windows (bit-identical expected);
-- windows of 3 overlapping by 1, native against tav, with and without the frame-0 anchor;
+- windows of 3 overlapping by 1, native against tav, with and without the frame-0 anchor, and with
+  the current frame among the sparse-causal keys;
 - the hint frames each window's ControlNet receives (recorded in ``ControlNet.get_control``), and
   the frame count the patched model sees, against each window's ``index_list``;
 - ComfyUI's own handler on the same model (its set_step crash, its unwindowed hints);
 - bad settings. Prints one JSON object.
 
-Usage: python native_windows_inprocess.py CKPT CONTROLNET --comfy-dir DIR
+Usage: python native_windows_inprocess.py CKPT CONTROLNET --comfy-dir DIR --tmp DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from inprocess import boot_pack, load_randomly_tuned
+from inprocess import boot_pack, load_randomly_tuned, retagged
 
 FRAMES, STEPS, CFG = 7, 3, 7.5
 
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("ckpt")
     ap.add_argument("controlnet")
     ap.add_argument("--comfy-dir", required=True)
+    ap.add_argument("--tmp", required=True, help="a folder for the tuned-weights files")
     a = ap.parse_args()
 
     boot_pack(a.comfy_dir)
@@ -45,11 +48,16 @@ def main() -> None:
     from tav_pack.nodes import context_windows as ctxw
     from tav_pack.nodes import native as glue
 
-    from tav import ddim, native
+    from tav import ddim, native, weights
     from tav.windows import Windows
 
-    model, _pipe, video, g = load_randomly_tuned(a.ckpt)
+    model, pipe, video, g = load_randomly_tuned(a.ckpt)
     patched = glue.apply_tuned(model, native.tuned_from_pipeline(video))
+    # the same weights with the current frame among the keys (Inflate attention=sparse_causal_self)
+    tuned_file = str(Path(a.tmp) / "tuned.safetensors")
+    weights.save_tuned(tuned_file, video)
+    video_self = weights.load_tuned(retagged(tuned_file, attention="sparse_causal_self"), pipe)
+    patched_self = glue.apply_tuned(model, native.tuned_from_pipeline(video_self))
 
     x_t = torch.randn(1, 4, FRAMES, 4, 4, generator=g)  # an "inverted" clip, VP convention, 32x32 px
     cond, uncond = torch.randn(1, 77, 768, generator=g), torch.randn(1, 77, 768, generator=g)
@@ -90,13 +98,13 @@ def main() -> None:
         )
         return native.comfy_latent_to_vp(out.cpu(), float(sigmas[-1]), scale)
 
-    def sample_tav(windows: Windows | None) -> torch.Tensor:
+    def sample_tav(windows: Windows | None, pipeline=video) -> torch.Tensor:  # noqa: ANN001
         return ddim.sample(
-            video, cond, negative_embeds=uncond, latents=x_t, steps=STEPS, guidance_scale=CFG, windows=windows
+            pipeline, cond, negative_embeds=uncond, latents=x_t, steps=STEPS, guidance_scale=CFG, windows=windows
         )
 
-    def windowed(windows: Windows, fuse: str = ctxw.TAV_FUSE):  # noqa: ANN202
-        return ctxw.context_windows(patched, windows, fuse)
+    def windowed(windows: Windows, fuse: str = ctxw.TAV_FUSE, m=patched):  # noqa: ANN001, ANN202
+        return ctxw.context_windows(m, windows, fuse)
 
     res: dict = {}
     plain = sample_native(patched)
@@ -111,6 +119,10 @@ def main() -> None:
         outs[anchor] = sample_native(windowed(w))
         res["native_vs_tav"]["anchor" if anchor else "no_anchor"] = rel(outs[anchor], sample_tav(w))
     res["anchor_moves"] = rel(outs[True], outs[False])
+    w = Windows(3, 1)
+    self_keys = sample_native(windowed(w, m=patched_self))
+    res["native_vs_tav"]["anchor_self_keys"] = rel(self_keys, sample_tav(w, video_self))
+    res["self_keys_move"] = rel(self_keys, outs[True])
     res["windows_move"] = rel(outs[True], plain)
     # ComfyUI's fusions work too; "flat" averages an overlap of 2 evenly, tav-linear ramps it (1/3, 2/3)
     res["flat_vs_tav_linear"] = rel(

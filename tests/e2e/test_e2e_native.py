@@ -131,6 +131,8 @@ def test_patched_unet_matches_video_unet(inprocess: dict) -> None:
     for frames, err in inprocess["parity"].items():
         assert err <= 1e-5, f"{frames} frames: patched MODEL vs VideoUNet {err:.2e}"
     assert inprocess["parity_frame_norm"] <= 1e-5, "weights tuned with per-frame GroupNorm"
+    assert inprocess["parity_self_keys"] <= 1e-5, "weights tuned with the current frame among the keys"
+    assert inprocess["self_keys_vs_reference_keys"] > 1e-3, "the key set must change the output"
 
 
 def test_negative_controls_move_the_output(inprocess: dict) -> None:

@@ -27,11 +27,14 @@ WINDOW, OVERLAP, FRAMES, STEPS, SIZE = 4, 1, 8, 2, 32
 
 
 @pytest.fixture(scope="module")
-def measured(comfy_server: ComfyServer, tiny_sd15: str, controlnet: str) -> dict:
+def measured(
+    comfy_server: ComfyServer, tiny_sd15: str, controlnet: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     models = comfy_server.models
     cmd = [PYTHON, str(Path(__file__).with_name("native_windows_inprocess.py"))]
     cmd += [str(models / "checkpoints" / tiny_sd15), str(models / "controlnet" / controlnet)]
-    res = subprocess.run(cmd + ["--comfy-dir", str(COMFY_DIR)], capture_output=True, text=True, timeout=900)
+    cmd += ["--comfy-dir", str(COMFY_DIR), "--tmp", str(tmp_path_factory.mktemp("native_windows"))]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     result = json.loads([x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT ") :])
     print("native windows in-process:", json.dumps({k: v for k, v in result.items() if "records" not in k}, indent=1))
@@ -51,6 +54,7 @@ def test_native_windows_match_tav_windows(measured: dict) -> None:
         assert err <= 1e-4, variant
     # negative controls: the anchor, the windows and the fusion each change the result, so the match can fail
     assert measured["anchor_moves"] > 1e-3
+    assert measured["self_keys_move"] > 1e-3
     assert measured["windows_move"] > 1e-2
     assert measured["flat_vs_tav_linear"] > 1e-4
 
