@@ -6,7 +6,9 @@ colours, background, paths, speeds, start points, lengths; one or two objects), 
 edits. The seed ranges are disjoint and fixed up front:
 
 - :data:`DEV_SEEDS` (1000-1009): the only clips on which settings are chosen;
-- :data:`TEST_SEEDS` (2000-2029): used only for the final report, never for a choice.
+- :data:`TEST_SEEDS` (2000-2029): used only for the final report, never for a choice;
+- :data:`LONG_TEST_SEEDS` (3000-3011): long clips (drawn at the long length) for the report on
+  editing in windows (:mod:`tav.shapes.long_eval`), never for a choice either.
 
 A draw whose source frames the analyzer does not read exactly (two objects hiding each other
 for a whole frame, say) is redrawn from the same seed's stream, so every metric starts from a
@@ -25,6 +27,7 @@ from .world import BACKGROUNDS, COLOURS, MAX_OBJECT, MIN_OBJECT, SHAPES, SIZE, C
 
 DEV_SEEDS: tuple[int, ...] = tuple(range(1000, 1010))
 TEST_SEEDS: tuple[int, ...] = tuple(range(2000, 2030))
+LONG_TEST_SEEDS: tuple[int, ...] = tuple(range(3000, 3012))
 #: clip lengths drawn for the evaluation sets (short: the budget is CPU time)
 LENGTHS: tuple[int, ...] = (6, 8)
 PATHS: tuple[str, ...] = ("right", "left", "down", "up", "diagonal", "antidiagonal", "arc", "circle", "bounce")

@@ -17,6 +17,11 @@ covers (for chunks, the two frames either side of the cut); they should show the
 shapes and background (seam agreement), the same object sizes (seam size jump, px) and change as
 much as the source does between those frames (seam jump ratio, 1 = as the source). Variants
 without windows are measured at the anchored layout's boundaries, as a reference.
+
+Clips: three bundled clips stretched to the length (``--set bundled``, the first report), or the
+long-clip test set (``--set test``: :data:`~tav.shapes.generated.LONG_TEST_SEEDS`, drawn at the
+length, never used for any choice), whose report gives every mean and paired difference a 95 %
+interval over clips (:mod:`tav.shapes.stats`) and a verdict per claim (:data:`CLAIMS`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import numpy as np
 import torch
 
 from ..windows import Windows, even_picks
-from . import analyzer
-from .clips import edits_for, get_clip
+from . import analyzer, generated, stats
+from .clips import Edit, edits_for, get_clip
 from .world import Clip
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
@@ -97,7 +102,27 @@ def long_clip(name: str, frames: int) -> Clip:
     return dataclasses.replace(get_clip(name), n_frames=frames)
 
 
-def edit_long_clip(pipe2d, clip: Clip, cfg: LongConfig, variants: Sequence[str], log=print) -> dict[str, dict]:
+def clips_for(set_name: str, names: Optional[Sequence[str]], frames: int, edits: int) -> list[tuple[Clip, list[Edit]]]:
+    """The clips of a set at ``frames`` frames, each with its first ``edits`` edits (``names``: a subset)."""
+    if set_name == "bundled":
+        chosen = [long_clip(n, frames) for n in (names or DEFAULT_CLIPS)]
+        return [(c, list(edits_for(c)[:edits])) for c in chosen]
+    if set_name != "test":
+        raise ValueError(f"unknown set {set_name!r}: use 'bundled' or 'test'")
+    seeds = [s for s in generated.LONG_TEST_SEEDS if not names or f"gen{s}" in names]
+    if names and len(seeds) != len(names):
+        known = ", ".join(f"gen{s}" for s in generated.LONG_TEST_SEEDS)
+        raise ValueError(f"unknown clip names in {list(names)}; the long test set has {known}")
+    out = []
+    for seed in seeds:
+        clip = generated.generate_clip(seed, (frames,))
+        out.append((clip, generated.generated_edits(clip, seed, edits)))
+    return out
+
+
+def edit_long_clip(
+    pipe2d, clip: Clip, edits: Sequence[Edit], cfg: LongConfig, variants: Sequence[str], log=print
+) -> dict[str, dict]:
     """``{variant: {edit prompt: frames [F,H,W,3]}}`` for one long clip; one tuned model for all."""
     from ..ddim import invert, sample
     from ..inflation import inflate
@@ -110,7 +135,7 @@ def edit_long_clip(pipe2d, clip: Clip, cfg: LongConfig, variants: Sequence[str],
     tcfg = TuneConfig(steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.tune_seed, gradient_checkpointing=False)
     tuned = tune(inflate(pipe2d), lat[:, :, picks], pipe2d.encode_prompt(clip.caption), tcfg).pipeline
     log(f"  {clip.name}: tuned on frames {picks} in {time.time() - t0:.0f}s")
-    embs = {e.prompt: pipe2d.encode_prompt(e.prompt) for e in edits_for(clip)[: cfg.edits]}
+    embs = {e.prompt: pipe2d.encode_prompt(e.prompt) for e in edits}
     out: dict[str, dict] = {}
     for v in variants:
         t0 = time.time()
@@ -129,11 +154,13 @@ def edit_long_clip(pipe2d, clip: Clip, cfg: LongConfig, variants: Sequence[str],
     return out
 
 
-def evaluate(clip: Clip, outs: dict[str, dict], variants: Sequence[str]) -> list[dict[str, Any]]:
+def evaluate(
+    clip: Clip, edits: Sequence[Edit], outs: dict[str, dict], variants: Sequence[str], seed: int
+) -> list[dict[str, Any]]:
     src = clip.frames()
     src_r = analyzer.analyze_video(src)
     rows = []
-    for e in (e for e in edits_for(clip) if e.prompt in outs[variants[0]]):
+    for e in edits:
         ref = outs["one_pass"][e.prompt].numpy() if "one_pass" in outs else None
         for v in variants:
             video = outs[v][e.prompt]
@@ -142,10 +169,61 @@ def evaluate(clip: Clip, outs: dict[str, dict], variants: Sequence[str]) -> list
             arr = video.numpy()
             met.update(seam_metrics(analyzer.analyze_video(arr), arr, src, seam_pairs(layout, clip.n_frames)))
             met["vs_one_pass"] = float(np.abs(arr - ref).mean()) if ref is not None else float("nan")
+            met["seam_jump_dist"] = abs(met["seam_jump_ratio"] - 1)
             rows.append(
-                {"clip": clip.name, "frames": clip.n_frames, "kind": e.kind, "prompt": e.prompt, "variant": v, **met}
+                {
+                    "clip": clip.name,
+                    "frames": clip.n_frames,
+                    "kind": e.kind,
+                    "prompt": e.prompt,
+                    "variant": v,
+                    "seed": seed,
+                    **met,
+                }
             )
     return rows
+
+
+#: (a, b, metric, sign, claim): "a − b has sign ``sign``" is the claim, judged by its interval
+CLAIMS: tuple[tuple[str, str, str, int, str], ...] = (
+    ("anchored", "chunks", "seam_jump_dist", -1, "windows jump less at a boundary than chunks (ratio nearer 1)"),
+    ("anchored", "chunks", "seam_size_jump", -1, "sizes jump less at a boundary than with chunks"),
+    ("anchored", "chunks", "seam_agreement", 1, "the frames either side of a boundary agree more than with chunks"),
+    ("anchored", "chunks", "consistency", 1, "more frames agree than with chunks"),
+    ("anchored", "no_anchor", "seam_jump_dist", -1, "the frame-0 anchor lowers the jump at a boundary"),
+    ("anchored", "no_anchor", "seam_agreement", 1, "the frame-0 anchor: frames either side of a boundary agree more"),
+    ("anchored", "no_anchor", "consistency", 1, "the frame-0 anchor: more frames agree"),
+    ("anchored", "no_anchor", "textual", 1, "the frame-0 anchor: more faithful to the edit"),
+    ("anchored", "per_frame", "consistency", 1, "windows: more frames agree than with per-frame editing"),
+    ("anchored", "per_frame", "textual", 1, "windows: more faithful than per-frame editing"),
+)
+INTERVAL_METRICS = ("textual", "motion_px", "consistency", "size_spread", *SEAM_METRICS, "seam_jump_dist")
+
+
+def interval_tables(rows: list[dict], variants: Sequence[str]) -> str:
+    """Means with 95 % intervals over clips, and every claim's paired difference and verdict, per length."""
+    digits = {"motion_px": 1, "size_spread": 1, "seam_size_jump": 1}
+    out = []
+    for n in sorted({r["frames"] for r in rows}):
+        sel = [r for r in rows if r["frames"] == n]
+        present = [v for v in variants if any(r["variant"] == v for r in sel)]
+        clips = len({r["clip"] for r in sel})
+        out += [f"### {n} frames: {clips} clips, {len(sel) // max(len(present), 1)} edited videos per variant", ""]
+        out += ["| variant | " + " | ".join(INTERVAL_METRICS) + " |", "|---" * (len(INTERVAL_METRICS) + 1) + "|"]
+        for v in present:
+            mine = [r for r in sel if r["variant"] == v]
+            cells = [
+                stats.cluster_bootstrap([r[m] for r in mine], [r["clip"] for r in mine]).fmt(digits.get(m, 2))
+                for m in INTERVAL_METRICS
+            ]
+            out.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
+        out += ["", "| claim | verdict | paired difference a − b [95 % interval] |", "|---|---|---|"]
+        for a, b, m, sign, text in CLAIMS:
+            if {a, b} <= set(present):
+                d = stats.paired_interval(sel, a, b, lambda r, m=m: r[m])
+                out.append(f"| {text} | **{stats.verdict(d, sign)}** | {m}: {a} − {b} = {d.fmt(digits.get(m, 2))} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def _stats(values: Sequence[float], digits: int) -> str:
@@ -249,18 +327,27 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
     ap.add_argument("--out", type=Path, default=Path("outputs/long_eval"))
-    ap.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS))
+    ap.add_argument(
+        "--set",
+        choices=("bundled", "test"),
+        default="bundled",
+        help="bundled: 3 hand-picked clips stretched; test: the long-clip test set (intervals over clips)",
+    )
+    ap.add_argument("--clips", nargs="*", default=None, help="a subset of the set's clips (e.g. to split a run)")
     ap.add_argument("--frames", type=int, nargs="+", default=[32], help="clip lengths, e.g. 32 64")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--tune-steps", type=int, default=LongConfig.tune_steps)
     ap.add_argument("--steps", type=int, default=LongConfig.steps)
     ap.add_argument("--edits", type=int, default=LongConfig.edits, help="edits per clip (colour, shape, both, ...)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tables", type=Path, help="only print the report's tables from this rows.json")
+    ap.add_argument(
+        "--tables", type=Path, nargs="+", help="only print the report's tables from these rows.json (e.g. two halves)"
+    )
     args = ap.parse_args(argv)
+    tabulate = interval_tables if args.set == "test" else report_tables
     if args.tables:
-        rows = json.loads(args.tables.read_text())
-        print(report_tables(rows, args.variants))
+        rows = [r for path in args.tables for r in json.loads(path.read_text())]
+        print(tabulate(rows, args.variants))
         return rows
     torch.set_num_threads(args.threads)
     from ..checkpoints import load_pipeline
@@ -272,19 +359,26 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     t_start = time.time()
     for n in args.frames:
         cfg = LongConfig(frames=n, tune_steps=args.tune_steps, steps=args.steps, edits=args.edits)
-        for name in args.clips:
-            clip = long_clip(name, n)
+        for clip, edits in clips_for(args.set, args.clips, n, args.edits):
             print(f"{clip.name} x {n} frames: {clip.caption}", flush=True)
-            outs = edit_long_clip(pipe, clip, cfg, args.variants, log=lambda s: print(s, flush=True))
-            rows += evaluate(clip, outs, args.variants)
-            first = edits_for(clip)[0].prompt
-            cases.append((f"{name} x{n}: {first}", clip.frames(), {v: outs[v][first].numpy() for v in args.variants}))
+            outs = edit_long_clip(pipe, clip, edits, cfg, args.variants, log=lambda s: print(s, flush=True))
+            rows += evaluate(clip, edits, outs, args.variants, cfg.seed)
+            first = edits[0].prompt
+            cases.append(
+                (f"{clip.name} x{n}: {first}", clip.frames(), {v: outs[v][first].numpy() for v in args.variants})
+            )
             (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
         contact_sheet(args.out / f"contact_sheet_{n}.png", [c for c in cases if f" x{n}:" in c[0]])
-    meta = {"seconds": time.time() - t_start, "threads": args.threads, "config": dataclasses.asdict(cfg)}
+    meta = {
+        "seconds": time.time() - t_start,
+        "threads": args.threads,
+        "set": args.set,
+        "clips": sorted({r["clip"] for r in rows}),
+        "config": dataclasses.asdict(cfg),
+    }
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
-    (args.out / "tables.md").write_text(report_tables(rows, args.variants) + "\n")
-    print(report_tables(rows, args.variants))
+    (args.out / "tables.md").write_text(tabulate(rows, args.variants) + "\n")
+    print(tabulate(rows, args.variants))
     return rows
 
 
