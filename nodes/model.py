@@ -10,7 +10,7 @@ import torch
 
 from tav.pipeline import Pipeline
 
-from . import memory
+from . import files, memory
 from .common import (
     CATEGORY,
     PIPELINE,
@@ -27,31 +27,35 @@ CHECKPOINTS_PREFIX = "checkpoints/"
 PREDICTION_TYPES = ["auto", "epsilon", "v_prediction"]
 
 
-def diffusers_folders() -> dict[str, str]:
-    """``{"diffusers/<name>": abs path}`` for every folder with a model_index.json under models/diffusers."""
-    found: dict[str, str] = {}
-    for root in folder_paths.get_folder_paths("diffusers"):
-        if not os.path.isdir(root):
-            continue
-        for dirpath, dirs, files in os.walk(root, followlinks=True):
-            if "model_index.json" in files:
-                rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                found.setdefault(DIFFUSERS_PREFIX + rel, dirpath)
-                dirs.clear()  # a pipeline's sub-folders are not pipelines
-    return found
-
-
 def checkpoint_choices() -> list[str]:
-    ckpts = [CHECKPOINTS_PREFIX + n for n in folder_paths.get_filename_list("checkpoints")]
-    return sorted(diffusers_folders()) + ckpts
+    """Pipelines under models/diffusers and files under models/checkpoints that resolve inside ComfyUI's folders."""
+    ckpts = [CHECKPOINTS_PREFIX + n for n in files.model_files("checkpoints")]
+    return sorted(files.diffusers_folders(DIFFUSERS_PREFIX)) + ckpts
 
 
 def resolve_checkpoint(name: str) -> Optional[str]:
+    """The real path of a ``diffusers/`` folder or ``checkpoints/`` file, or None (refused or absent alike)."""
     if name.startswith(DIFFUSERS_PREFIX):
-        return diffusers_folders().get(name)
+        return files.diffusers_folders(DIFFUSERS_PREFIX).get(name)
     if name.startswith(CHECKPOINTS_PREFIX):
-        return folder_paths.get_full_path("checkpoints", name[len(CHECKPOINTS_PREFIX) :])
+        return files.model_file("checkpoints", name[len(CHECKPOINTS_PREFIX) :])
     return None
+
+
+def not_a_model_file(kind: str, name: str) -> str:
+    """The one refusal for a model file a prompt names: the same whether or not the path exists."""
+    return (
+        f"{name!r} is not a file in models/{kind} (files that lead outside ComfyUI's {kind} folders, also "
+        "through symlinks, are refused): pick one from the list"
+    )
+
+
+def tuned_file(name: str) -> str:
+    """The real path of tuned weights in models/tuneavideo; refused with one message otherwise."""
+    path = files.model_file(TUNED_FOLDER, name)
+    if path is None:
+        raise ValueError(not_a_model_file(TUNED_FOLDER, name))
+    return path
 
 
 class TAV_LoadCheckpoint:
@@ -99,7 +103,10 @@ class TAV_LoadCheckpoint:
 
         path = resolve_checkpoint(model)
         if path is None:
-            raise ValueError(f"model {model!r} not found in models/checkpoints or models/diffusers")
+            raise ValueError(
+                f"model {model!r} is not a pipeline folder in models/diffusers or a file in models/checkpoints "
+                "(what leads outside ComfyUI's folders, also through symlinks, is refused): pick one from the list"
+            )
         with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
             pipe = checkpoints.load_pipeline(
                 path,
@@ -264,7 +271,7 @@ class TAV_SaveTuned:
             raise ValueError("Save Tuned needs a tuned pipeline (from Tune or Load Tuned)")
         root = folder_paths.get_folder_paths(TUNED_FOLDER)[0]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(files.output_folder(folder, root, f"models/{TUNED_FOLDER}"), exist_ok=True)
         filename = f"{name}_{counter:05}_.safetensors"
         weights.save_tuned(os.path.join(folder, filename), pipeline)  # metadata from what Tune recorded
         rel = f"{subfolder}/{filename}" if subfolder else filename
@@ -287,7 +294,7 @@ class TAV_LoadTuned:
             "required": {
                 "pipeline": (PIPELINE, {"tooltip": "The base pipeline the weights were tuned from (2-D or inflated)."}),
                 "tuned_weights": (
-                    folder_paths.get_filename_list(TUNED_FOLDER),
+                    files.model_files(TUNED_FOLDER),
                     {"tooltip": "A .safetensors file from models/tuneavideo."},
                 ),
                 "check_base_model": (
@@ -300,8 +307,6 @@ class TAV_LoadTuned:
     def load(self, pipeline: Pipeline, tuned_weights: str, check_base_model: bool) -> tuple[Pipeline]:
         from tav import weights
 
-        path = folder_paths.get_full_path(TUNED_FOLDER, tuned_weights)
-        if path is None:
-            raise ValueError(f"tuned weights {tuned_weights!r} not found in models/{TUNED_FOLDER}")
+        path = tuned_file(tuned_weights)
         with torch.inference_mode(False):
             return (weights.load_tuned(path, pipeline, check_base=check_base_model),)

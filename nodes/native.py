@@ -22,7 +22,6 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
-import folder_paths
 import torch
 from torch import nn
 
@@ -30,7 +29,9 @@ from tav import native
 from tav.attention import KeysValues
 from tav.pipeline import Pipeline
 
+from . import files
 from .common import CATEGORY, INVERTED, PIPELINE, TUNED_FOLDER, log
+from .model import tuned_file
 
 WRAPPER_KEY = "tuneavideo"
 FROM_PIPELINE = "(from pipeline)"
@@ -364,7 +365,7 @@ def model_sigma_table(model: Any) -> torch.Tensor:
 
 
 def _tuned_choices() -> list[str]:
-    return [FROM_PIPELINE] + folder_paths.get_filename_list(TUNED_FOLDER)
+    return [FROM_PIPELINE] + files.model_files(TUNED_FOLDER)
 
 
 class TAV_ApplyToModel:
@@ -431,10 +432,7 @@ class TAV_ApplyToModel:
                 raise ValueError(
                     f"both a pipeline and the file {tuned_weights!r} are given: pick {FROM_PIPELINE} or disconnect"
                 )
-            path = folder_paths.get_full_path(TUNED_FOLDER, tuned_weights)
-            if path is None:
-                raise ValueError(f"tuned weights {tuned_weights!r} not found in models/{TUNED_FOLDER}")
-            tuned = native.tuned_from_file(path)
+            tuned = native.tuned_from_file(tuned_file(tuned_weights))
         return (apply_tuned(model, tuned, check_base_model=check_base_model),)
 
 

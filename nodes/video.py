@@ -11,6 +11,7 @@ import torch
 
 from tav import validation, video_io
 
+from . import files
 from .common import (
     CATEGORY,
     VIDEO_EXTS,
@@ -42,54 +43,41 @@ def example_clips() -> dict[str, str]:
 
 
 def video_files() -> list[str]:
-    """Video files in the input folder (sub-folders included), sorted, then the bundled example clips."""
+    """Video files in the input folder (sub-folders included) that resolve inside ComfyUI's folders,
+    sorted, then the bundled example clips."""
     root = folder_paths.get_input_directory()
+    roots = files.media_roots()
     out = []
-    for dirpath, _dirs, files in os.walk(root, followlinks=True):
-        for f in files:
-            if f.lower().endswith(VIDEO_EXTS):
-                out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    for folder, names in files.walk_confined(root, roots):
+        for f in names:
+            if f.lower().endswith(VIDEO_EXTS) and files.confined_file(folder, f, roots):
+                out.append(os.path.relpath(os.path.join(folder, f), root).replace(os.sep, "/"))
     return sorted(out) + [name for name in example_clips() if name not in out]
 
 
-def _allowed_roots() -> list[str]:
-    return [
-        os.path.realpath(d)
-        for d in (
-            folder_paths.get_input_directory(),
-            folder_paths.get_output_directory(),
-            folder_paths.get_temp_directory(),
-        )
-    ]
+def not_a_video(value: str) -> str:
+    """The one refusal for a video a prompt names: the same whether or not the path exists."""
+    return (
+        f"video {value!r} is not a video file inside ComfyUI's input, output or temp folder (after following "
+        "symlinks): pick one from the list, upload it, or give a path inside those folders"
+    )
 
 
 def resolve_video(video: Optional[str], path: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """``(absolute path, None)`` or ``(None, readable error)``. ``path`` wins when given; it must
-    lie inside ComfyUI's input, output or temp folder (relative paths are taken from input)."""
+    """``(real path, None)`` or ``(None, readable error)``. ``path`` wins when given. Either must be a
+    regular file whose real path lies inside ComfyUI's input, output or temp folder (relative names
+    start in input; ``name [output]`` / ``[temp]`` annotations as in stock nodes), or a bundled clip."""
     if path and path.strip():
-        raw = os.path.expanduser(path.strip())
-        full = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(folder_paths.get_input_directory(), raw))
-        if not any(os.path.commonpath([full, r]) == r for r in _allowed_roots()):
-            return None, f"path {path!r} is outside ComfyUI's input, output and temp folders"
-        if not os.path.isfile(full):
-            return None, f"video file not found: {path!r}"
-        return full, None
-    if not video:
+        value = path.strip()
+    elif video:
+        value = video
+    else:
         return None, "no video selected: upload one or put it into ComfyUI's input folder"
-    if video.startswith(EXAMPLES_PREFIX) and not os.path.isfile(
-        os.path.join(folder_paths.get_input_directory(), video)
-    ):
-        example = example_clips().get(video)  # a fixed list: no path from the request is opened
-        if example is None:
-            return None, f"{video!r} is not one of the bundled clips ({', '.join(example_clips())})"
-        return example, None
-    try:
-        full = folder_paths.get_annotated_filepath(video)
-    except Exception:  # noqa: BLE001 - invalid annotation
-        full = None
-    if not full or not os.path.isfile(full):
-        return None, f"video file {video!r} not found in ComfyUI's input folder"
-    return full, None
+    name, base = folder_paths.annotated_filepath(value)
+    full = files.confined_file(base or folder_paths.get_input_directory(), name, files.media_roots())
+    if full is None and value.startswith(EXAMPLES_PREFIX):
+        full = example_clips().get(value)  # a fixed list: no path from the request is opened
+    return (full, None) if full else (None, not_a_video(value))
 
 
 class TAV_LoadVideo:
@@ -189,25 +177,25 @@ class TAV_LoadVideo:
     @classmethod
     def VALIDATE_INPUTS(
         cls,
-        input_types: Optional[dict] = None,
-        video: Optional[str] = None,
         n_frames: Optional[int] = None,
         width: Optional[int] = None,
         height: Optional[int] = None,
         resize: Optional[str] = None,
         path: Optional[str] = None,
     ) -> bool | str:
-        # start/stride keep ComfyUI's own min/max checks (inputs named here lose them, so n_frames is checked here)
-        file_error = None
-        if "images" not in (input_types or {}):
-            _, file_error = resolve_video(video, path)
+        # `video` is not named here, so ComfyUI's own value-in-list check keeps guarding it (the list holds
+        # only files that resolve inside its folders); a named input loses ComfyUI's checks, so resize's
+        # choice and n_frames' range are checked here. A `path` is checked even when IMAGE frames are
+        # connected: a prompt that names a file outside ComfyUI's folders is refused either way.
+        file_error = resolve_video(None, path)[1] if path and path.strip() else None
+        choice = None if resize is None or resize in RESIZE_MODES else f"resize must be one of {RESIZE_MODES}"
         size = size_error(width, height)
         frames = number_error("n_frames", n_frames, 1, validation.MAX_FRAMES, integer=True)
         job = None
         if not (size or frames) and None not in (n_frames, width, height) and resize != "none":
             # refuse up front what cannot fit in memory: decoding it would take the server down
             job = check(validation.check_job_size, int(n_frames), int(height), int(width), kind="load")
-        return first_error(frames, size, job, file_error)
+        return first_error(file_error, choice, frames, size, job)
 
     @classmethod
     def IS_CHANGED(cls, video: Optional[str] = None, path: Optional[str] = None, **_: Any) -> str:
@@ -294,7 +282,7 @@ class TAV_SaveVideo:
         out_dir = folder_paths.get_output_directory()
         f, h, w, _ = images.shape
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, w, h)
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(files.output_folder(folder, out_dir, "ComfyUI's output folder"), exist_ok=True)
         filename = f"{name}_{counter:05}_.{format}"
         video_io.write_video(os.path.join(folder, filename), images[..., :3], fps, callback=progress("save"))
         result = {"filename": filename, "subfolder": subfolder, "type": "output"}

@@ -212,10 +212,10 @@ API_CASES: list[tuple[str, Make, str]] = [
     ("video-still-png", lambda: video_prompt("rel_never", video="rel/still.mp4"), r"single frame: it is a still image"),
     ("video-noise", lambda: video_prompt("rel_never", video="rel/noise.mp4"), r"cannot read .*noise\.mp4.* as a video"),
     ("video-empty", lambda: video_prompt("rel_never", video="rel/empty.mp4"), r"empty\.mp4.* is empty \(0 bytes\)"),
-    ("video-folder", lambda: video_prompt("rel_never", path="rel/afolder.mp4"), r"video file not found"),
+    ("video-folder", lambda: video_prompt("rel_never", path="rel/afolder.mp4"), r"'rel/afolder\.mp4' is not a video file inside"),
     ("video-stride-past-end", lambda: video_prompt("rel_never", stride=50), r"reach only 1 frame of the 8 .*stride 7 or less"),
     ("video-start-past-end", lambda: video_prompt("rel_never", start=100), r"clip has 8 frames; start=100 leaves none"),
-    ("video-path-escape", lambda: video_prompt("rel_never", path="../../../etc/hostname"), r"outside ComfyUI's input"),
+    ("video-path-escape", lambda: video_prompt("rel_never", path="../../../etc/hostname"), r"is not a video file inside ComfyUI's input"),
     ("save-prefix-escape", lambda: video_prompt("../../rel_escape"), r"outside the output folder"),
     # tuned weights in models/tuneavideo
     ("tuned-partial-meta", lambda: load_tuned_prompt("relbad/partial.safetensors"), r"lacks the metadata base_fingerprint"),
