@@ -38,7 +38,12 @@ class TAV_ControlNet:
                 "control_net": ("CONTROL_NET", {"tooltip": "From the stock Load ControlNet Model node."}),
                 "image": (
                     "IMAGE",
-                    {"tooltip": "One hint per frame (e.g. a preprocessed pose/depth/canny video); same frame count."},
+                    {
+                        "tooltip": (
+                            "One hint per frame (e.g. a preprocessed pose/depth/canny video); same frame count. Another "
+                            "size is centre-cropped to the frame's aspect and resized nearest-exact, as stock does."
+                        )
+                    },
                 ),
                 "strength": (
                     "FLOAT",
@@ -51,7 +56,10 @@ class TAV_ControlNet:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.001,
-                        "tooltip": "Fraction of steps where it starts.",
+                        "tooltip": (
+                            "Where it starts, as a fraction of the noise schedule (0 = pure noise), as stock Apply "
+                            "ControlNet reads it."
+                        ),
                     },
                 ),
                 "end_percent": (
@@ -61,7 +69,7 @@ class TAV_ControlNet:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.001,
-                        "tooltip": "Fraction of steps where it ends.",
+                        "tooltip": "Where it stops, as a fraction of the noise schedule (1 = clean), as stock Apply ControlNet.",
                     },
                 ),
             }

@@ -8,6 +8,7 @@ the inflated UNet unchanged, exactly as diffusers' ControlNet pipeline feeds a 2
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +20,32 @@ from einops import rearrange, repeat
 from torch import nn
 
 
+def schedule_sigma(alphas_cumprod: torch.Tensor, t: float) -> float:
+    """The noise level sigma = sqrt((1 - a) / a) of a (fractional) timestep ``t``, linear in log sigma
+    between whole timesteps: the continuous schedule ComfyUI's discrete models sample on."""
+    log_sigma = 0.5 * ((1 - alphas_cumprod.double()) / alphas_cumprod.double()).log()
+    t = min(max(float(t), 0.0), len(log_sigma) - 1.0)
+    lo, w = math.floor(t), t - math.floor(t)
+    return math.exp((1 - w) * float(log_sigma[lo]) + w * float(log_sigma[min(lo + 1, len(log_sigma) - 1)]))
+
+
+def percent_sigma(alphas_cumprod: torch.Tensor, percent: float) -> float:
+    """The sigma where a start/end percent lies. ComfyUI's meaning: a percent of the model's noise
+    schedule (0 = pure noise, inf; 1 = clean, 0), not of the sampling steps, so that a percent means the
+    same noise level whatever the step count and the stock Apply ControlNet agrees with Sample."""
+    if percent <= 0:
+        return math.inf
+    if percent >= 1:
+        return 0.0
+    return schedule_sigma(alphas_cumprod, (1 - percent) * (len(alphas_cumprod) - 1))
+
+
 @dataclasses.dataclass
 class Control:
     """A ControlNet, its per-frame hint ``[F, H, W, 3]`` in 0..1, and when it acts.
 
-    ``start``/``end`` are fractions of the sampling steps (ComfyUI's start/end percent).
+    ``start``/``end`` are ComfyUI's start/end percent: fractions of the noise schedule (see
+    :func:`percent_sigma`).
     """
 
     model: ControlNetModel
@@ -32,8 +54,31 @@ class Control:
     start: float = 0.0
     end: float = 1.0
 
-    def active(self, step: int, steps: int) -> bool:
-        return self.scale != 0 and self.start <= step / steps <= self.end
+    def active(self, t: int, alphas_cumprod: torch.Tensor) -> bool:
+        """Whether it acts on the step at timestep ``t``: while that step's sigma lies between the sigmas
+        of ``end`` and ``start`` (both ends included), as stock ComfyUI decides."""
+        if self.scale == 0:
+            return False
+        sigma = schedule_sigma(alphas_cumprod, t)
+        return percent_sigma(alphas_cumprod, self.end) <= sigma <= percent_sigma(alphas_cumprod, self.start)
+
+
+def fit_hint(hint: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Hints ``[N, C, H, W]`` at ``height x width``: centre-cropped to that aspect ratio, then resized
+    nearest-exact. That is what stock Apply ControlNet does to a hint of another size, so the pack's
+    route and ComfyUI's see the same pixels (a plain stretch would distort, a smooth filter would blur
+    edge and pose maps)."""
+    h0, w0 = hint.shape[-2:]
+    if (h0, w0) == (height, width):
+        return hint
+    aspect, aspect0 = width / height, w0 / h0  # the same float expressions as the stock crop: same rounding
+    if aspect0 > aspect:  # wider than the frame: trim left and right
+        x = round((w0 - w0 * (aspect / aspect0)) / 2)
+        hint = hint[..., x : w0 - x]
+    elif aspect0 < aspect:  # taller: trim top and bottom
+        y = round((h0 - h0 * (aspect0 / aspect)) / 2)
+        hint = hint[..., y : h0 - y, :]
+    return F.interpolate(hint.float(), size=(height, width), mode="nearest-exact")
 
 
 def residuals(control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> dict[str, Any]:
@@ -46,9 +91,7 @@ def residuals(control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.
         raise ValueError(f"the ControlNet hint has {frames} frames but the video has a different count")
     param = next(control.model.parameters())
     hint = repeat(control.hint[..., :3], "f h w c -> (b f) c h w", b=x.shape[0] // frames)
-    size = (x.shape[-2] * 8, x.shape[-1] * 8)  # ControlNet hints live at 8x the latent size
-    if hint.shape[-2:] != size:
-        hint = F.interpolate(hint.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    hint = fit_hint(hint, x.shape[-2] * 8, x.shape[-1] * 8)  # ControlNet hints live at 8x the latent size
     down, mid = control.model(
         x.to(param.dtype),
         t,

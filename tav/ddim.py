@@ -230,7 +230,7 @@ def sample(
         uncond = (pipe.encode_prompt("") if negative_embeds is None else negative_embeds[:1]).to(device)
         embeds = torch.cat([uncond, cond])
     for i, t in enumerate(ts):
-        ctl = control if control is not None and control.active(i, steps) else None
+        ctl = control if control is not None and control.active(t, ac) else None
         on_window = _window_progress(callback, i, steps)
         if guided:
             out_u, out_c = predict_windows(pipe, torch.cat([x, x]), t, embeds, ctl, windows, on_window).float().chunk(2)

@@ -1,13 +1,14 @@
 """ControlNet per frame: no-op when zero, the 2-D computation per frame, original-layout loading."""
 
 import copy
+import math
 
 import pytest
 import torch
 from diffusers import ControlNetModel
 
 from tav import ddim
-from tav.control import Control, controlnet_from_ldm
+from tav.control import Control, controlnet_from_ldm, fit_hint, percent_sigma, schedule_sigma
 from tav.inflation import inflate
 
 from .test_checkpoints import unet_to_ldm
@@ -64,11 +65,51 @@ def test_one_frame_equals_2d_controlnet(pipe) -> None:
     assert (got[:, :, 0] - ddim.predict(video, x, 500, emb)[:, :, 0]).abs().max().item() > 1e-3  # it acts
 
 
-def test_schedule_window(pipe) -> None:
+def test_schedule_window_is_a_percent_of_the_noise_schedule(pipe) -> None:
+    """ComfyUI's start/end percent: a step acts while its sigma lies between the sigmas at start and end
+    (timesteps (1 - percent) x 999); with 5 DDIM steps (timesteps 801, 601, 401, 201, 1), 0.2-0.6 keeps
+    timesteps 601 and 401 only (a fraction of the steps would also keep 201)."""
+    from tav.ddim import _schedule
+
     cn = _controlnet(pipe.unet, randomize=True)
-    c = Control(cn, torch.rand(2, 64, 64, 3), start=0.5, end=1.0)
-    assert [c.active(i, 4) for i in range(4)] == [False, False, True, True]
-    assert not Control(cn, c.hint, scale=0.0).active(0, 4)
+    ac, ts, _, _ = _schedule(pipe, 5)
+    assert ts == [801, 601, 401, 201, 1]
+    c = Control(cn, torch.rand(2, 64, 64, 3), start=0.2, end=0.6)
+    assert [c.active(t, ac) for t in ts] == [False, True, True, False, False]
+    # the same noise levels whatever the step count
+    ac, ts, _, _ = _schedule(pipe, 50)
+    assert [t for t in ts if c.active(t, ac)] == [t for t in ts if 399.6 <= t <= 799.2]
+    assert all(Control(cn, c.hint).active(t, ac) for t in ts)  # 0-1: every step, the last included
+    assert not Control(cn, c.hint, scale=0.0).active(ts[0], ac)
+    assert not any(Control(cn, c.hint, start=0.5, end=0.5).active(t, ac) for t in ts)
+
+
+def test_schedule_sigma_by_hand(pipe) -> None:
+    from tav.ddim import _schedule
+
+    ac = _schedule(pipe, 5)[0]
+    for t in (0, 1, 500, 999):
+        assert schedule_sigma(ac, t) == pytest.approx(((1 - float(ac[t])) / float(ac[t])) ** 0.5, rel=1e-12)
+    # between whole timesteps: geometric mean at the half
+    mid = (schedule_sigma(ac, 400) * schedule_sigma(ac, 401)) ** 0.5
+    assert schedule_sigma(ac, 400.5) == pytest.approx(mid, rel=1e-12)
+    assert percent_sigma(ac, 0.0) == math.inf and percent_sigma(ac, 1.0) == 0.0
+    assert percent_sigma(ac, 0.25) == pytest.approx(schedule_sigma(ac, 0.75 * 999), rel=1e-12)
+
+
+def test_fit_hint_crops_to_the_aspect_then_resizes_nearest() -> None:
+    """Stock Apply ControlNet's handling of a hint of another size: a centre crop to the frame's aspect
+    ratio, then nearest-exact (hand-computed on index images)."""
+    idx = torch.arange(6 * 4, dtype=torch.float32).reshape(1, 1, 4, 6)  # 4 rows x 6 columns
+    same = fit_hint(idx, 4, 6)
+    assert same is idx
+    # 2x down: nearest-exact picks rows/columns 0.5+2k -> 1, 3 (floor of (i + 0.5) * 2)
+    assert fit_hint(idx, 2, 3).squeeze().tolist() == [[7, 9, 11], [19, 21, 23]]
+    # a square frame from a 6-wide, 4-high hint: one column trimmed at each side, then 4x4 kept as is
+    assert fit_hint(idx, 4, 4).squeeze().tolist() == idx[0, 0, :, 1:5].tolist()
+    # a wide frame from a tall hint: rows trimmed top and bottom
+    tall = idx.transpose(-1, -2)  # 6 rows x 4 columns
+    assert fit_hint(tall, 2, 4).squeeze().tolist() == tall[0, 0, 2:4, :].tolist()
 
 
 def controlnet_to_ldm(cn: ControlNetModel, unet) -> dict:

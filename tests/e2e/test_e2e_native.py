@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import torch
@@ -299,23 +299,42 @@ def test_lora_before_the_bridge_and_base_check(
     assert "made for base model" in msg and inprocess["fingerprint"] in named and len(named) == 2, msg
 
 
+#: (id, steps, start, end, hint size as multiples of the frame's (width, height) or None)
+CONTROLNET_SETTINGS = [
+    ("whole", 3, 0.0, 1.0, None),
+    ("percent-window", 5, 0.2, 0.6, None),  # a percent of the noise schedule, not of the 5 steps
+    ("hint-2x", 3, 0.0, 1.0, (2, 2)),  # resized nearest-exact
+    ("hint-wider", 3, 0.0, 1.0, (3, 2)),  # centre-cropped to the frame's aspect, then resized
+]
+
+
+@pytest.mark.parametrize(("steps", "start", "end", "hint_scale"), [c[1:] for c in CONTROLNET_SETTINGS],
+                         ids=[c[0] for c in CONTROLNET_SETTINGS])  # fmt: skip
 def test_controlnet_apply_advanced_matches_tav_controlnet(
-    client: ComfyClient, comfy_server: ComfyServer, tiny_sd15: str, inprocess: dict, controlnet: str
-) -> None:
-    """Stock Canny per frame -> stock ControlNetApplyAdvanced on the patched MODEL == TAV_ControlNet + TAV_Sample."""
-    p = graph(tiny_sd15, 2, steps=3)
+    client: ComfyClient, comfy_server: ComfyServer, tiny_sd15: str, inprocess: dict, controlnet: str,
+    steps: int, start: float, end: float, hint_scale: Optional[tuple[int, int]],
+) -> None:  # fmt: skip
+    """Stock Canny per frame -> stock ControlNetApplyAdvanced on the patched MODEL == TAV_ControlNet + TAV_Sample,
+    for every setting the two share: start/end percent and hints of another size or aspect."""
+    p = graph(tiny_sd15, 2, steps=steps)
     p["60"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}}
     p["61"] = {"class_type": "Canny", "inputs": {"image": ["4", 0], "low_threshold": 0.2, "high_threshold": 0.5}}
+    hint = ["61", 0]
+    if hint_scale:
+        p["67"] = {"class_type": "ImageScale",
+                   "inputs": {"image": hint, "upscale_method": "bilinear", "width": SIZE * hint_scale[0],
+                              "height": SIZE * hint_scale[1], "crop": "disabled"}}  # fmt: skip
+        hint = ["67", 0]
     p["62"] = {
         "class_type": "TAV_ControlNet",
-        "inputs": {"pipeline": ["3", 0], "control_net": ["60", 0], "image": ["61", 0], "strength": 1.0,
-                   "start_percent": 0.0, "end_percent": 1.0},
+        "inputs": {"pipeline": ["3", 0], "control_net": ["60", 0], "image": hint, "strength": 1.0,
+                   "start_percent": start, "end_percent": end},
     }  # fmt: skip
     p["8"]["inputs"]["control"] = ["62", 0]
     p["63"] = {
         "class_type": "ControlNetApplyAdvanced",
-        "inputs": {"positive": ["6", 0], "negative": ["7", 0], "control_net": ["60", 0], "image": ["61", 0],
-                   "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+        "inputs": {"positive": ["6", 0], "negative": ["7", 0], "control_net": ["60", 0], "image": hint,
+                   "strength": 1.0, "start_percent": start, "end_percent": end},
     }  # fmt: skip
     p["13"]["inputs"]["positive"] = ["63", 0]
     p["13"]["inputs"]["negative"] = ["63", 1]
@@ -328,7 +347,8 @@ def test_controlnet_apply_advanced_matches_tav_controlnet(
     _, entry = run_ok(client, p)
     err = stock_vs_tav(comfy_server, entry)
     effect = rel(latent(comfy_server, entry, "64"), latent(comfy_server, entry, "17"))
-    print(f"ControlNetApplyAdvanced vs TAV_ControlNet: {err:.2e} (the ControlNet moves the edit by {effect:.2e})")
+    print(f"ControlNetApplyAdvanced vs TAV_ControlNet ({steps} steps, {start}-{end}, hint x{hint_scale}): {err:.2e} "
+          f"(the ControlNet moves the edit by {effect:.2e})")  # fmt: skip
     assert err <= 1e-4
     assert effect > 0.01
 
