@@ -80,15 +80,15 @@ def _same_name_again(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("fmt", ["mp4", "gif", "webp"])
 def test_save_video_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
-    node = pack_nodes.TAV_SaveVideo()
+    node = pack_nodes.TAV_SaveVideo
     images = torch.rand(2, 64, 64, 3)
-    first = node.save(images, 8.0, fmt, "clip")["ui"]["images"][0]["filename"]
+    first = node.execute(images, 8.0, fmt, "clip").ui["images"][0]["filename"]
     existing = (folders["output"] / first).read_bytes()
     before = files_under(folders["output"])
     monkeypatch.setitem(video_io._WRITERS, f".{fmt}", _full_disk)
     _same_name_again(monkeypatch)
     with pytest.raises(OSError) as info:
-        node.save(images, 8.0, fmt, "clip")
+        node.execute(images, 8.0, fmt, "clip")
     msg = str(info.value)
     assert "disk is full" in msg and first in msg and "Traceback" not in msg, msg
     assert (folders["output"] / first).read_bytes() == existing
@@ -97,14 +97,14 @@ def test_save_video_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPat
 
 def test_save_tuned_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPatch) -> None:
     pipe = inflate(tiny_pipeline())
-    node = pack_nodes.TAV_SaveTuned()
-    first = node.save(pipe, "tuned")["result"][0]
+    node = pack_nodes.TAV_SaveTuned
+    first = node.execute(pipe, "tuned").args[0]
     existing = (folders["tuned"] / first).read_bytes()
     before = files_under(folders["tuned"])
     monkeypatch.setattr(weights, "_write_file", _full_disk)
     _same_name_again(monkeypatch)
     with pytest.raises(OSError) as info:
-        node.save(pipe, "tuned")
+        node.execute(pipe, "tuned")
     msg = str(info.value)
     assert "disk is full" in msg and first in msg, msg
     assert (folders["tuned"] / first).read_bytes() == existing
