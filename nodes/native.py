@@ -481,8 +481,8 @@ class TAV_DDIMSigmas:
     RETURN_TYPES = ("SIGMAS",)
     RETURN_NAMES = ("sigmas",)
     OUTPUT_TOOLTIPS = (
-        "steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0). Use with "
-        "SamplerCustomAdvanced and the ddim sampler.",
+        "steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0) (at 1000 steps: "
+        "the 1000 sigmas of t = 999..0). Use with SamplerCustomAdvanced and the ddim sampler.",
     )
     FUNCTION = "sigmas"
     DESCRIPTION = (
