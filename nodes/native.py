@@ -489,8 +489,9 @@ class TAV_DDIMSigmas(io.ComfyNode):
                 io.Sigmas.Output(
                     "sigmas",
                     display_name="sigmas",
-                    tooltip="steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0). "
-                    "Use with SamplerCustomAdvanced and the ddim sampler.",
+                    tooltip="steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0) "
+                    "(at 1000 steps: the 1000 sigmas of t = 999..0). Use with SamplerCustomAdvanced and the ddim "
+                    "sampler.",
                 )
             ],
         )
