@@ -22,10 +22,12 @@ from typing import Any, Optional
 import torch
 
 from . import ddim, windows
+from . import memory_plan as mp
 from . import validation as v
 from .attention import ATTENTION_MODES
 from .editing import EditConfig, tune_and_edit, write_edits
 from .inflation import NORMS
+from .job_size import check_job_size
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, TuneConfig, half_dtype
 
@@ -179,7 +181,7 @@ def _check_video(args: argparse.Namespace) -> None:
     if args.resize != "none":
         _check_size(args.width, args.height)
         if frames > 0:
-            v.check_job_size(frames, args.height, args.width, kind="load")
+            check_job_size(frames, args.height, args.width, kind="load")
 
 
 def _check_size(width: Any, height: Any) -> None:
@@ -229,7 +231,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     )
     f, h, w = clip.frames.shape[:3]
     cfg = _tune_config(args)
-    v.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
+    mp.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
     result = tune(
         pipe,
         pipe.encode_video(clip.frames),
@@ -274,7 +276,7 @@ def cmd_invert(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = _tuned_or_inflated(args)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "invert")
+    mp.check_pipeline_job(pipe, f, h, w, "invert")
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
     inv = ddim.invert(
@@ -303,14 +305,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
         f, h, w = args.frames, args.height, args.width
     else:
         f, h, w = latents.shape[2], latents.shape[3] * 8, latents.shape[4] * 8
-    v.check_job_size(f, h, w, kind="sample", device=args.device)
+    check_job_size(f, h, w, kind="sample", device=args.device)
     pipe = _tuned_or_inflated(args)
     if latents is not None and latents.shape[1] != pipe.unet.config.in_channels:
         raise v.InputError(
             f"{args.latents} holds {latents.shape[1]}-channel latents but the model takes "
             f"{pipe.unet.config.in_channels}; invert with this model"
         )
-    v.check_pipeline_job(pipe, f, h, w, "sample")
+    mp.check_pipeline_job(pipe, f, h, w, "sample")
     bars = _Bars()
     videos = []
     for i, text in enumerate(args.prompt):
@@ -344,7 +346,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     pipe = _load(args.model, _device(args.device), args.prediction_type)
     f, h, w = clip.frames.shape[:3]
     tune_cfg = _tune_config(args)
-    v.check_pipeline_job(
+    mp.check_pipeline_job(
         pipe, f, h, w, "tune", precision=tune_cfg.precision, checkpointing=tune_cfg.gradient_checkpointing
     )
     cfg = EditConfig(
@@ -392,8 +394,6 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from . import memory_plan as mp
-
     v.check_number("--frames", args.frames, 1, v.MAX_FRAMES, integer=True)
     _check_size(args.width, args.height)
     if args.vram is not None:

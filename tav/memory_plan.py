@@ -25,13 +25,16 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from .job_size import check_job_size, memory_budget, module_bytes
 from .memory_probe import LiveBytes, emulation
+from .validation import InputError
 
 KINDS = ("tune", "invert", "sample")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -469,10 +472,6 @@ def job_for(
 def cuda_available(device: torch.device, resident: int) -> int:
     """Bytes a job may still take on ``device``: ``TAV_MEMORY_BUDGET_GB`` minus the weights already
     there, else the driver's free memory plus what torch's cache holds unused."""
-    import os
-
-    from .validation import memory_budget
-
     if os.environ.get("TAV_MEMORY_BUDGET_GB", "").strip():
         return (memory_budget(device) or 0) - resident
     free, _ = torch.cuda.mem_get_info(device)
@@ -521,8 +520,6 @@ def check_fits(
 
     ``device``: where the job will run, when the weights are not there yet (ComfyUI's manager loads a
     pipeline node's weights from the offload device only once the check has passed)."""
-    from .validation import InputError, module_bytes
-
     device = torch.device(device) if device is not None else pipe.device
     job = job_for(pipe, kind, frames, height, width, precision=precision, checkpointing=checkpointing, device=device)
     here = pipe.device
@@ -531,3 +528,36 @@ def check_fits(
     message = refusal(planner_for(configs_of(pipe)), job, resident, cuda_available(device, resident))
     if message:
         raise InputError(message)
+
+
+def check_pipeline_job(
+    pipe: Any,
+    frames: int,
+    height: int,
+    width: int,
+    kind: str,
+    *,
+    precision: str = "auto",
+    checkpointing: Optional[bool] = None,
+    device: Any = None,
+) -> None:
+    """Refuse a job for a loaded pipeline that cannot fit the device it runs on (``device``, default: where
+    its weights are): on CUDA the memory planner (:func:`check_fits`) against the free memory,
+    elsewhere :func:`tav.job_size.check_job_size`'s estimate. ``precision``/``checkpointing``: tuning's settings."""
+    param = next(pipe.unet.parameters())
+    target = torch.device(device) if device is not None else param.device
+    if target.type == "cuda":
+        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing, device=target)
+        return
+    weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
+    if kind == "tune":
+        weights += weights // 4  # trainable fp32 masters, grads and AdamW moments: a fraction of the UNet
+    check_job_size(
+        frames,
+        height,
+        width,
+        kind=kind,
+        device=target,
+        weight_bytes=weights,
+        dtype_bytes=param.element_size(),
+    )

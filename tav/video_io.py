@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .atomic import WriteError, atomic_output
+from .job_size import check_job_size
 from .progress import ProgressFn, report
 from .validation import (
     NonFiniteError,
     check_finite_tensor,
-    check_job_size,
     check_output_file,
     os_error_message,
     warn,

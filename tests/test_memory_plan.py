@@ -207,7 +207,8 @@ def test_job_for_a_loaded_pipeline(configs) -> None:
 def test_check_plans_for_the_device_the_job_will_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ComfyUI loader leaves the weights on the offload device (the CPU) until a node runs: the check
     still plans a CUDA job, with no weights counted as already on the GPU."""
-    from tav.validation import InputError, check_pipeline_job
+    from tav.memory_plan import check_pipeline_job
+    from tav.validation import InputError
 
     pipe = inflate(tiny_pipeline())
     seen: dict = {}

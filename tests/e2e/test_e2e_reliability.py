@@ -21,7 +21,7 @@ from comfy_client import ComfyClient, PromptRejected, error_text, status_message
 from comfy_host import MEMORY_BUDGET_GB, ComfyServer
 from helpers import TEST_CLIP
 
-from tav.validation import estimate_job_bytes
+from tav.job_size import estimate_job_bytes
 from tests.bad_inputs import (
     evil_pickle,
     files_under,
