@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import inspect
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path

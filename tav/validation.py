@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
@@ -197,7 +198,8 @@ def _check_writable_parent(folder: str, text: str, what: str) -> None:
 
 
 def check_input_file(path: Any, what: str = "file") -> str:
-    """The absolute path of an existing, readable, non-empty regular file."""
+    """The absolute path of an existing, readable, non-empty regular file (devices and pipes are refused:
+    their size reads 0 and reading them never ends or blocks)."""
     text = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{what} path is empty")
@@ -206,11 +208,20 @@ def check_input_file(path: Any, what: str = "file") -> str:
         raise FileNotFoundError(f"{what} not found: {text}")
     if os.path.isdir(full):
         raise InputError(f"{what} {text!r} is a folder, expected a file")
+    mode = os.stat(full).st_mode  # stat, not open: a FIFO would block until someone writes to it
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} {text!r} is {_special_kind(mode)}, not a regular file; give a file saved on disk")
     if not os.access(full, os.R_OK):
         raise InputError(f"{what} {text!r} is not readable (permission denied)")
     if os.path.getsize(full) == 0:
         raise InputError(f"{what} {text!r} is empty (0 bytes): it was not written completely; re-create it")
     return full
+
+
+def _special_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``/dev/zero`` is a character device, endless and sizeless)."""
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"))
+    return next((name for test, name in kinds if test(mode)), "a socket or other special file")
 
 
 def os_error_message(path: str, err: OSError, action: str = "write") -> str:

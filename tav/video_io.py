@@ -36,6 +36,7 @@ from .progress import ProgressFn, report
 from .validation import (
     NonFiniteError,
     check_finite_tensor,
+    check_input_file,
     check_output_file,
     os_error_message,
     warn,
@@ -92,10 +93,7 @@ def read_video(
     """
     path = os.fspath(path)
     _check_read_args(n_frames, start, stride, width, height, resize)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such video file: {path!r}")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path!r} is empty (0 bytes): not a video; upload or copy it again")
+    path = check_input_file(path, "video file")  # missing, empty, a device or a pipe: said so, never opened
     ext = os.path.splitext(path)[1].lower()
     source = _pillow_frames(path) if ext in PILLOW_READ_EXTS else _ffmpeg_frames(path)
     want = None if n_frames in (0, -1) else n_frames

@@ -246,10 +246,11 @@ def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bo
     """Any increasing cost: at most SEARCH_PLANS plans and never an answer over budget; the exact edge
     for the shapes memory takes (linear or quadratic in frames and in pixels)."""
     x = (lambda m: m * m) if items is SIDES else float
+    calls: list[int] = []
     for n in (1, 2, 5, 37, len(items) // 2, len(items) - 1, len(items)):
         for budget in (cost(n), cost(n) + 1, cost(n + 1) - 1):
             edge = max((i for i, m in enumerate(items) if cost(m) <= budget), default=None)
-            calls: list[int] = []
+            calls.clear()
             i = mp.largest_within(items, lambda m: calls.append(m) or cost(m), budget, x=x, start=len(items) - 1)
             assert len(calls) <= mp.SEARCH_PLANS, calls
             assert (i is None) == (edge is None)
