@@ -110,7 +110,7 @@ def read_configs(path: Optional[str]) -> ModelConfigs:
     if path is None:
         return base
     p = Path(path)
-    if p.is_file():
+    if p.exists() and not p.is_dir():
         return _single_file_configs(p, base)
     if not p.is_dir():
         raise ValueError(f"--model {path}: no such folder or file; give a diffusers folder or a .safetensors file")
@@ -144,9 +144,9 @@ def _single_file_configs(p: Path, base: ModelConfigs) -> ModelConfigs:
     """
     from safetensors import SafetensorError, safe_open
 
+    check_input_file(p, "--model")
     if p.suffix != ".safetensors":
         raise ValueError(f"{p}: the planner reads diffusers folders and .safetensors files (header only)")
-    check_input_file(p, "--model")
     try:
         with safe_open(str(p), framework="pt") as f:
             keys, meta = list(f.keys()), f.metadata() or {}
