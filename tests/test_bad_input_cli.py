@@ -491,9 +491,11 @@ def test_case_count() -> None:
 
 
 def test_config_reports_every_problem_on_its_own_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    text = OFFICIAL.read_text().replace("width: 512", "width: 500", 1).replace("guidance_scale: 12.5", "guidance_scale: x")
+    text = (
+        OFFICIAL.read_text().replace("width: 512", "width: 500", 1).replace("guidance_scale: 12.5", "guidance_scale: x")
+    )
     config = tmp_path / "c.yaml"
-    config.write_text(text.replace("seed: 33", "seed: -1").replace("  prompt: \"a man is skiing\"\n", ""))
+    config.write_text(text.replace("seed: 33", "seed: -1").replace('  prompt: "a man is skiing"\n', ""))
     assert main(["config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith(E)]
     assert [re.sub(r"^error: .*c\.yaml: ", "", e) for e in errors] == [
