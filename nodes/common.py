@@ -13,7 +13,7 @@ import folder_paths
 import torch
 from comfy_api.v0_0_2 import io
 
-from tav import validation
+from tav import memory_plan, validation
 from tav.progress import ProgressFn
 from tav.tuning import half_dtype
 
@@ -206,4 +206,4 @@ def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuni
     if kind == "tune":
         free_comfy_memory()
     # the device the node will compute on: the weights may still be on ComfyUI's offload device
-    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, device=device(), **tuning)
+    memory_plan.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, device=device(), **tuning)

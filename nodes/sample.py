@@ -261,6 +261,7 @@ class TAV_Sample(io.ComfyNode):
         anchor_first_frame: bool = True,
     ) -> io.NodeOutput:
         from tav import ddim, inflation
+        from tav.control import check_hint_frames
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
@@ -271,6 +272,8 @@ class TAV_Sample(io.ComfyNode):
             h, w = h * pipeline.latent_factor, w * pipeline.latent_factor
         else:
             f, h, w = frames, height, width
+        if control is not None:
+            check_hint_frames(control, f)
         check_job(pipeline, min(f, windows.length) if windows else f, h, w, "sample")  # memory is one window's
         with memory.on_device(pipeline, control):
             dev = pipeline.device

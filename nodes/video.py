@@ -189,7 +189,7 @@ class TAV_LoadVideo(io.ComfyNode):
         job = None
         if not (size or frames) and None not in (n_frames, width, height) and resize != "none":
             # refuse up front what cannot fit in memory: decoding it would take the server down
-            job = check(validation.check_job_size, int(n_frames), int(height), int(width), kind="load")
+            job = check(video_io.check_job_size, int(n_frames), int(height), int(width), kind="load")
         return first_error(file_error, choice, frames, size, job)
 
     @classmethod

@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .atomic import atomic_output, verify_written
+from .job_size import check_job_size
 from .progress import ProgressFn, report
 from .validation import (
     NonFiniteError,
     check_finite_tensor,
-    check_job_size,
+    check_input_file,
     check_output_file,
     warn,
 )
@@ -94,10 +95,7 @@ def read_video(
     """
     path = os.fspath(path)
     _check_read_args(n_frames, start, stride, width, height, resize)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such video file: {path!r}")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path!r} is empty (0 bytes): not a video; upload or copy it again")
+    path = check_input_file(path, "video file")  # missing, empty, a device or a pipe: said so, never opened
     ext = os.path.splitext(path)[1].lower()
     source = _pillow_frames(path) if ext in PILLOW_READ_EXTS else _ffmpeg_frames(path)
     want = None if n_frames in (0, -1) else n_frames

@@ -19,8 +19,9 @@ from tav import ddim, video_io, weights
 from tav.atomic import WriteError
 from tav.cli import main
 from tav.inflation import inflate
+from tav.job_size import check_job_size, estimate_job_bytes
 from tav.tuning import TuneConfig, tune
-from tav.validation import InputError, NonFiniteError, TavWarning, check_job_size, estimate_job_bytes
+from tav.validation import InputError, NonFiniteError, TavWarning
 from tav.video_io import read_video, write_video
 
 from .bad_inputs import files_under, fill_disk, small_disk

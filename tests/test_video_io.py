@@ -290,7 +290,7 @@ def test_pillow_failure_mid_write_keeps_no_partial(tmp_path: Path, monkeypatch: 
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no such video file"):
+    with pytest.raises(FileNotFoundError, match="video file not found"):
         read_video(tmp_path / "nope.mp4")
 
 
