@@ -14,7 +14,7 @@ import torch
 from diffusers import DDPMScheduler
 from einops import rearrange
 
-from .control import Control, fold, residuals
+from .control import Control, check_hint_frames, fold, residuals
 from .out_of_memory import releases_memory
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
@@ -224,6 +224,8 @@ def sample(
         c = pipe.unet.config.in_channels
         latents = torch.randn((1, c, frames, height // k, width // k), generator=gen)
     _check_latents(latents)
+    if control is not None:
+        check_hint_frames(control, latents.shape[2])  # windows then slice each window's own hints
     ac, ts, ratio, final = _schedule(pipe, steps)
     x = latents.to(device, torch.float32)
     cond = prompt_embeds[:1].to(device)

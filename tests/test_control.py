@@ -150,6 +150,11 @@ def test_a_hint_per_frame_or_a_refusal(pipe) -> None:
     check_hint_frames(control, 2)
     with pytest.raises(InputError, match=r"hint has 2 frame\(s\) but the video has 4: give one hint image per frame"):
         check_hint_frames(control, 4)
+    # and the library's own sampler refuses too, before any step (it used to repeat the 2 hints over 4 frames)
+    video = inflate(pipe)
+    emb = video.encode_prompt("a clip")
+    with pytest.raises(InputError, match=r"hint has 2 frame\(s\) but the video has 4"):
+        ddim.sample(video, emb, frames=4, height=64, width=64, steps=1, control=control)
 
 
 def test_a_controlnet_for_another_base_model_is_named(pipe) -> None:
