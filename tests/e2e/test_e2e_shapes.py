@@ -96,7 +96,7 @@ def _small_valid_prompt(prefix: str) -> dict:
     "change, pattern",
     [
         # a name not in the list: the host's list check (V3 combos, ComfyUI ~0.33 on) or the node, before opening it
-        ({"video": "no_such_clip.mp4"}, r"no_such_clip\.mp4.*(Value not in list|is not a video file inside)"),
+        ({"video": "no_such_clip.mp4"}, r"(?=.*no_such_clip\.mp4)(?=.*(Value not in list|is not a video file inside))"),
         ({"n_frames": 0}, r"n_frames.*at least 1"),
         ({"width": 60}, r"width.*multiple of 8"),
         ({"path": "../../etc/passwd"}, r"'\.\./\.\./etc/passwd' is not a video file inside ComfyUI's input"),
