@@ -140,6 +140,7 @@ class TAV_FromComfyModels:
 
     def convert(self, model: Any, clip: Any, vae: Any, precision: str) -> tuple[Pipeline]:
         import comfy.model_base
+        import comfy.model_management as mm
 
         from tav import checkpoints
 
@@ -150,9 +151,12 @@ class TAV_FromComfyModels:
             prediction = "v_prediction"
         else:
             raise ValueError(f"Tune-A-Video supports epsilon and v-prediction SD models, not {model_type.name}")
-        # LoRA and other weight patches live beside the base weights: compute the patched weights, then
-        # name them as a single-file checkpoint does (what BaseModel.state_dict_for_saving wraps; its
-        # arguments changed after 0.3.75, these model_config methods did not)
+        # Loading puts this MODEL's own object patches on the module tree it shares with its clones (a
+        # TAV-patched clone may hold it). LoRA and other weight patches live beside the base weights
+        # (forcing them in fails under dynamic VRAM): compute the patched weights, then name them as a
+        # single-file checkpoint does (what BaseModel.state_dict_for_saving wraps; its arguments changed
+        # after 0.3.75, these model_config methods did not).
+        mm.load_models_gpu([model, clip.load_model()])
         config = model.model.model_config
         sd = {
             **config.process_unet_state_dict_for_saving(patched_weights(model, PREFIX)),
