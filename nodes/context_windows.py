@@ -4,9 +4,12 @@ A subclass of ComfyUI's ``IndexListContextHandler`` (its sampling hook, per-wind
 fusion stay ComfyUI's), with ``tav.windows``' spans and fusion ramps, two workarounds and the anchor:
 
 - ``set_step`` compares the per-frame timestep batch with ``sample_sigmas`` and raises a size
-  mismatch when frames are the batch (ComfyUI 0.3.64-0.3.75): it gets one timestep;
+  mismatch when frames are the batch (ComfyUI 0.3.64-0.3.75): it gets one timestep there
+  (:func:`nodes.compat.set_step_timestep`);
 - ControlNet hints are not windowed (every window's ControlNet sees hint frames ``0..L-1``): each
   window's conds get ControlNet copies holding the window's own hint frames (its ``index_list``);
+- newer hosts prepend the preceding frame to each window (``causal_window_fix``): off, so a window is
+  exactly its ``index_list``, as in ``tav`` (:func:`nodes.compat.disable_causal_window_fix`);
 - the frame-0 anchor: every window's sparse-causal attention attends to the clip's frame 0,
   recorded by the first window once per step (:class:`nodes.native.FrameAnchor`), as ``tav`` does.
 
@@ -24,6 +27,7 @@ from comfy_api.v0_0_2 import io
 
 from tav.windows import Windows, fusion_weights
 
+from . import compat
 from .common import CATEGORY, check_choice
 from .native import FrameAnchor, has_tuned
 
@@ -60,6 +64,7 @@ def windowed_control(control: Any, window: cw.IndexListContextWindow, frames: in
             )
         out.cond_hint_original = window.get_tensor(hint)
         out.cond_hint = None  # rebuilt from the window's frames at the window's size
+        compat.own_hint_caches(out)
     out.previous_controlnet = windowed_control(control.previous_controlnet, window, frames, memo)
     return out
 
@@ -75,6 +80,7 @@ class TAVContextHandler(cw.IndexListContextHandler):
             context_length=windows.length,
             context_overlap=windows.overlap,
         )
+        compat.disable_causal_window_fix(self)
         self.windows = windows
 
     def should_use_context(self, model: Any, conds: Any, x_in: torch.Tensor, timestep: Any, model_options: Any) -> bool:
@@ -83,7 +89,7 @@ class TAVContextHandler(cw.IndexListContextHandler):
         return True
 
     def set_step(self, timestep: torch.Tensor, model_options: dict) -> None:
-        super().set_step(timestep.flatten()[:1], model_options)
+        super().set_step(compat.set_step_timestep(cw.IndexListContextHandler, timestep), model_options)
 
     def get_context_windows(self, model: Any, x_in: torch.Tensor, model_options: dict) -> list:
         windows = super().get_context_windows(model, x_in, model_options)

@@ -25,6 +25,7 @@ from .common import (
     precision_input,
     seed_input,
 )
+from .native import PREFIX, patched_weights
 
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINTS_PREFIX = "checkpoints/"
@@ -164,10 +165,18 @@ class TAV_FromComfyModels(io.ComfyNode):
             prediction = "v_prediction"
         else:
             raise ValueError(f"Tune-A-Video supports epsilon and v-prediction SD models, not {model_type.name}")
-        # LoRA and other weight patches are applied only while a model is loaded: load with patches
-        # forced in (as the stock Save Checkpoint node does), then read the patched weights.
-        mm.load_models_gpu([model, clip.load_model()], force_patch_weights=True)
-        sd = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
+        # Loading puts this MODEL's own object patches on the module tree it shares with its clones (a
+        # TAV-patched clone may hold it). LoRA and other weight patches live beside the base weights
+        # (forcing them in fails under dynamic VRAM): compute the patched weights, then name them as a
+        # single-file checkpoint does (what BaseModel.state_dict_for_saving wraps; its arguments changed
+        # after 0.3.75, these model_config methods did not).
+        mm.load_models_gpu([model, clip.load_model()])
+        config = model.model.model_config
+        sd = {
+            **config.process_unet_state_dict_for_saving(patched_weights(model, PREFIX)),
+            **config.process_clip_state_dict_for_saving(patched_weights(clip.patcher)),
+            **config.process_vae_state_dict_for_saving(vae.get_sd()),
+        }
         sd = {k: v for k, v in sd.items() if hasattr(v, "is_floating_point")}
         with torch.inference_mode(False):  # normal tensors: tuning can then share them instead of copying
             pipe = checkpoints.pipeline_from_ldm_state_dict(

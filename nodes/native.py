@@ -248,22 +248,32 @@ def diffusers_to_comfy(model: Any) -> dict[str, str]:
     return comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
 
 
-def patched_unet_weights(model: Any) -> dict[str, torch.Tensor]:
-    """The UNet weights as the MODEL computes with them: base weights with its patches (LoRAs) applied.
+def patched_weights(patcher: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A ``ModelPatcher``'s weights under ``prefix`` as it computes with them: base weights with its patches
+    (LoRAs) applied; keys without the prefix.
 
-    That is what a pipeline bridged from the same MODEL (From ComfyUI Models) was tuned and
-    fingerprinted on, so a MODEL carrying the same LoRAs passes the base check.
+    Built from ``get_key_patches``, which keeps the base weight while a model is loaded patched, with
+    nothing loaded: loading with patches forced in (``force_patch_weights``) fails under dynamic VRAM.
     """
     import comfy.lora
 
     out = {}
-    for key, entry in model.get_key_patches(PREFIX).items():
+    for key, entry in patcher.get_key_patches(prefix).items():
         first = entry[0]
         weight = first[0] if isinstance(first, tuple) else first
         if len(entry) > 1:
             weight = comfy.lora.calculate_weight(entry[1:], weight.to(torch.float32, copy=True), key)
-        out[key[len(PREFIX) :]] = weight
+        out[key[len(prefix) :]] = weight
     return out
+
+
+def patched_unet_weights(model: Any) -> dict[str, torch.Tensor]:
+    """The UNet weights as the MODEL computes with them (its LoRAs applied).
+
+    That is what a pipeline bridged from the same MODEL (From ComfyUI Models) was tuned and
+    fingerprinted on, so a MODEL carrying the same LoRAs passes the base check.
+    """
+    return patched_weights(model, PREFIX)
 
 
 def _prediction(model: Any) -> str:

@@ -10,7 +10,8 @@ ComfyUI's CFGGuider + ddim sampler on the reference SIGMAS, and with ``tav.ddim.
   the current frame among the sparse-causal keys;
 - the hint frames each window's ControlNet receives (recorded in ``ControlNet.get_control``), and
   the frame count the patched model sees, against each window's ``index_list``;
-- ComfyUI's own handler on the same model (its set_step crash, its unwindowed hints);
+- the host's ``causal_window_fix`` left on, where it has one (windows no longer tav's);
+- ComfyUI's own handler on the same model (its set_step crash where the host has it, its unwindowed hints);
 - bad settings. Prints one JSON object.
 
 Usage: python native_windows_inprocess.py CKPT CONTROLNET --comfy-dir DIR --tmp DIR
@@ -45,6 +46,7 @@ def main() -> None:
     import comfy.samplers
     import comfy.sd
     import torch
+    from tav_pack.nodes import compat
     from tav_pack.nodes import context_windows as ctxw
     from tav_pack.nodes import native as glue
 
@@ -136,27 +138,39 @@ def main() -> None:
     sample_native(windowed(Windows(FRAMES, 0)), control=True)
     res["control_records_one_window"] = list(seen)
 
-    # ComfyUI's own handler on the same MODEL: the set_step crash; with only that fixed, unwindowed hints
+    # with the host's causal_window_fix left on (where it has one), windows run one frame longer: not tav's
+    handler = windowed(Windows(3, 1)).model_options["context_handler"]
+    res["host_has_causal_window_fix"] = hasattr(handler, "causal_window_fix")
+    if res["host_has_causal_window_fix"]:
+        causal = windowed(Windows(3, 1))
+        causal.model_options["context_handler"].causal_window_fix = True
+        res["causal_window_fix_vs_tav"] = rel(sample_native(causal), sample_tav(Windows(3, 1)))
+
+    # ComfyUI's own handler on the same MODEL: the set_step crash where the host has it; with set_step
+    # working (the host's own, or given one timestep), hints that are not windowed
+    handler_cls = comfy.context_windows.IndexListContextHandler
+    res["stock_set_step_takes_frame_batch"] = compat.set_step_takes_frame_batch(handler_cls)
     stock = patched.clone()
-    stock.model_options["context_handler"] = comfy.context_windows.IndexListContextHandler(
+    stock.model_options["context_handler"] = handler_cls(
         context_schedule=comfy.context_windows.get_matching_context_schedule("standard_static"),
         fuse_method=comfy.context_windows.get_matching_fuse_method("flat"),
         context_length=3,
         context_overlap=1,
     )
+    seen.clear()
     try:
-        sample_native(stock)
+        sample_native(stock, control=True)
         res["stock_error"] = ""
     except Exception as e:  # noqa: BLE001 - what ComfyUI raises is the finding
         res["stock_error"] = f"{type(e).__name__}: {e}"
 
-    class SetStepFixed(comfy.context_windows.IndexListContextHandler):
-        def set_step(self, timestep, model_options):  # noqa: ANN001, ANN202
-            super().set_step(timestep.flatten()[:1], model_options)
+        class SetStepFixed(handler_cls):
+            def set_step(self, timestep, model_options):  # noqa: ANN001, ANN202
+                super().set_step(timestep.flatten()[:1], model_options)
 
-    stock.model_options["context_handler"].__class__ = SetStepFixed
-    seen.clear()
-    sample_native(stock, control=True)
+        stock.model_options["context_handler"].__class__ = SetStepFixed
+        seen.clear()
+        sample_native(stock, control=True)
     res["stock_control_records"] = list(seen)
 
     errors = {}

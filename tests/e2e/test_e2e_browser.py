@@ -100,6 +100,13 @@ def page(chromium: str, comfy_server: ComfyServer, tmp_path_factory: pytest.Temp
             " && window.LiteGraph.registered_node_types['TAV_Sample'])",
             timeout=120,
         )
+        # then idle: the frontend has opened its start-up workflow (newer frontends load the default one
+        # after the graph exists, and would replace a graph dropped before) and hides its loading spinner
+        cdp.wait_true(
+            "(() => { const em = window.comfyAPI.app.app.extensionManager;"
+            " return !!(em && em.workflow && em.workflow.activeWorkflow && !em.spinner); })()",
+            timeout=120,
+        )
         yield cdp
         cdp.close()
     finally:

@@ -3,7 +3,8 @@
 In-process (``native_windows_inprocess.py`` in a subprocess, against the host's ComfyUI, on the
 tiny SD1.5-shaped checkpoint and ControlNet): one window as long as the clip against no windows,
 native windows against ``tav``'s with and without the frame-0 anchor, the hint frames each window's
-ControlNet receives, ComfyUI's own handler (the two bugs the node works around), bad settings.
+ControlNet receives, the host's causal_window_fix, ComfyUI's own handler (the bugs the node works
+around), bad settings.
 Over /prompt: the shipped long-clip workflow, shrunk for the CPU, against TAV_Sample with the same
 windows from the same inverted noise; bad settings as node errors. Figures are max |diff| / max |ref|.
 """
@@ -71,10 +72,23 @@ def test_each_window_controlnet_sees_its_own_hint_frames(measured: dict) -> None
         assert r["hint_frames"] == list(range(7)) * 2 and r["model_frames"] == 7, r
 
 
+def test_host_causal_window_fix_is_off_for_tav_windows(measured: dict) -> None:
+    """Hosts with ``causal_window_fix`` (on by default) prepend the preceding frame to each window; left on,
+    native windows are no longer tav's (so the shim turning it off is needed, and the match above can fail)."""
+    if measured["host_has_causal_window_fix"]:
+        assert measured["causal_window_fix_vs_tav"] > 1e-3, measured["causal_window_fix_vs_tav"]
+    else:
+        assert "causal_window_fix_vs_tav" not in measured
+
+
 def test_comfyui_handler_has_the_bugs_worked_around(measured: dict) -> None:
-    """ComfyUI 0.3.75's own handler on the same MODEL: set_step fails with frames in the batch, and with
-    that fixed every window's ControlNet sees hint frames 0..2 (why the node subclasses it)."""
-    assert "must match the size" in measured["stock_error"], measured["stock_error"]
+    """ComfyUI's own handler on the same MODEL. set_step: where the probe finds the old set_step, sampling
+    with frames in the batch fails on it; where the probe finds it fixed, stock sampling runs. Either way,
+    once it runs, every window's ControlNet sees hint frames 0..2 (why the node subclasses it)."""
+    if measured["stock_set_step_takes_frame_batch"]:
+        assert measured["stock_error"] == "", measured["stock_error"]
+    else:
+        assert "must match the size" in measured["stock_error"], measured["stock_error"]
     stale = [r for r in measured["stock_control_records"] if r["hint_frames"][:3] != r["index_list"]]
     assert stale and all(r["hint_frames"][:3] == [0, 1, 2] for r in stale), measured["stock_control_records"]
 
