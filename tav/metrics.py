@@ -135,6 +135,20 @@ def check_frames(frames: Any, what: str) -> None:
         raise InputError(f"{what} has {frames.shape[0]} frame(s): frame consistency needs at least 2")
 
 
+def check_inputs(frames: Any, prompt: Any, source: Any = None) -> None:
+    """Everything :func:`score_edit` needs of its inputs, checked before a model is loaded."""
+    check_frames(frames, "the edited clip")
+    if source is not None:
+        check_frames(source, "the source clip")
+        if source.shape[0] != frames.shape[0]:
+            raise InputError(
+                f"the source clip has {source.shape[0]} frames but the edit has {frames.shape[0]}: pass the frames "
+                "the edit was made from (same count, same order)"
+            )
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt to score against is empty: pass the edit prompt")
+
+
 def score_edit(
     clip: ScoringClip,
     frames: torch.Tensor,
@@ -150,16 +164,7 @@ def score_edit(
 
     ``consistency_embedder`` replaces the CLIP model's image tower for frame consistency only (text
     alignment needs the text tower of the same model). ``callback(frames embedded, total)``."""
-    check_frames(frames, "the edited clip")
-    if source is not None:
-        check_frames(source, "the source clip")
-        if source.shape[0] != frames.shape[0]:
-            raise InputError(
-                f"the source clip has {source.shape[0]} frames but the edit has {frames.shape[0]}: pass the frames "
-                "the edit was made from (same count, same order)"
-            )
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("the prompt to score against is empty: pass the edit prompt")
+    check_inputs(frames, prompt, source)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     clips = [frames] if source is None else [frames, source]
