@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .common import register_folders
+from .common import register_folders as register_tuned_folder
 from .context_windows import TAV_ContextWindows
 from .control import TAV_ControlNet
+from .metrics import TAV_ScoreEdit, register_clip_folder
 from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
 from .native import TAV_ApplyToModel, TAV_DDIMSigmas, TAV_InvertedToLatent
 from .sample import TAV_DDIMInvert, TAV_Sample
@@ -27,6 +28,7 @@ NODE_CLASS_MAPPINGS = {
     "TAV_InvertedToLatent": TAV_InvertedToLatent,
     "TAV_DDIMSigmas": TAV_DDIMSigmas,
     "TAV_ContextWindows": TAV_ContextWindows,
+    "TAV_ScoreEdit": TAV_ScoreEdit,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -45,6 +47,14 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TAV_InvertedToLatent": "Inverted Noise → LATENT (Tune-A-Video)",
     "TAV_DDIMSigmas": "DDIM Sigmas (Tune-A-Video)",
     "TAV_ContextWindows": "Context Windows (Tune-A-Video)",
+    "TAV_ScoreEdit": "Score Edit (Tune-A-Video)",
 }
+
+
+def register_folders() -> None:
+    """Register the pack's model folders: models/tuneavideo and models/clip_scoring."""
+    register_tuned_folder()
+    register_clip_folder()
+
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folders"]

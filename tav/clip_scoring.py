@@ -112,6 +112,7 @@ def preprocess_settings(path: str, cfg: dict) -> Preprocess:
 
 def load_clip(path: str, device: torch.device, dtype: Optional[torch.dtype] = None) -> ScoringClip:
     """Load a CLIPModel folder offline from safetensors (fp32 on the CPU; bf16/fp16 on CUDA unless ``dtype``)."""
+    from safetensors import SafetensorError
     from transformers import CLIPModel, CLIPTokenizer
 
     from .tuning import half_dtype
@@ -121,7 +122,7 @@ def load_clip(path: str, device: torch.device, dtype: Optional[torch.dtype] = No
         dtype = half_dtype(device) if device.type == "cuda" else torch.float32
     try:
         model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise InputError(f"cannot load the CLIP model in {path!r}: {' '.join(str(e).split())[:300]}") from None
     has_tok = any(os.path.isfile(os.path.join(path, t)) for t in TOKENIZER_FILES)
     tokenizer = CLIPTokenizer.from_pretrained(path if has_tok else BUNDLED_TOKENIZER, local_files_only=True)
