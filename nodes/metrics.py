@@ -66,19 +66,6 @@ def clip_folder(name: str) -> str:
     )
 
 
-def clip_vision_embedder(clip_vision: Any, batch_size: int) -> metrics.ImageEmbedder:
-    """Unit-norm projected embeddings from a stock CLIP_VISION (ComfyUI preprocesses as CLIP does)."""
-
-    def embed(frames: torch.Tensor) -> torch.Tensor:
-        out = [
-            clip_vision.encode_image(frames[i : i + batch_size], crop=True).image_embeds.float().cpu()
-            for i in range(0, len(frames), batch_size)
-        ]
-        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
-
-    return embed
-
-
 class TAV_ScoreEdit:
     """Frame consistency, text alignment and PickScore of an edit (the paper's Tab. 1 / LOVEU-TGVE metrics)."""
 
@@ -172,7 +159,11 @@ class TAV_ScoreEdit:
                     source,
                     batch_size=int(batch_size),
                     callback=callback,
-                    consistency_embedder=clip_vision_embedder(clip_vision, int(batch_size)) if clip_vision else None,
+                    consistency_embedder=metrics.batched(
+                        lambda f: clip_vision.encode_image(f, crop=True).image_embeds, int(batch_size)
+                    )
+                    if clip_vision
+                    else None,
                     consistency_model="CLIP_VISION input" if clip_vision else None,
                 )
             finally:

@@ -31,6 +31,17 @@ from .validation import InputError
 ImageEmbedder = Callable[[torch.Tensor], torch.Tensor]
 
 
+def batched(encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> ImageEmbedder:
+    """An :data:`ImageEmbedder` from any image encoder (ComfyUI's ``CLIP_VISION.encode_image``): ``batch_size``
+    frames at a time, unit-norm float32 on the CPU."""
+
+    def embed(frames: torch.Tensor) -> torch.Tensor:
+        out = [encode(frames[i : i + batch_size]).float().cpu() for i in range(0, len(frames), batch_size)]
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    return embed
+
+
 def cosine_matrix(emb: torch.Tensor) -> torch.Tensor:
     """``[F, F]`` cosines of the rows of ``emb`` (normalised here, so any scale works)."""
     e = torch.nn.functional.normalize(emb.double(), dim=-1)

@@ -140,6 +140,20 @@ def test_a_consistency_embedder_replaces_the_image_tower_for_consistency_only(cl
     assert "frame consistency from x" in s.summary()
 
 
+def test_batched_embedder_feeds_every_frame_once_in_order() -> None:
+    seen: list[int] = []
+
+    def encode(f: torch.Tensor) -> torch.Tensor:
+        seen.append(len(f))
+        return f.mean(dim=(1, 2)).double() * 3  # [n, 3], unnormalised, not float32
+
+    video = frames(7)
+    emb = metrics.batched(encode, 3)(video)
+    assert seen == [3, 3, 1]
+    assert emb.dtype == torch.float32
+    assert torch.allclose(emb, torch.nn.functional.normalize(video.mean(dim=(1, 2)), dim=-1), atol=1e-6)
+
+
 # --- preprocessing as CLIPImageProcessor ------------------------------------------------------------
 
 
