@@ -453,8 +453,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     frames = read_frames(args.video, args.frames, args.start, args.stride)
     source = read_frames(args.source, args.frames, args.start, args.stride) if args.source else None
     metrics.check_inputs(frames, args.prompt, source)
+    dtype = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     scores = metrics.score_edit(
-        load_clip(args.clip, device),
+        load_clip(args.clip, device, dtype),
         frames,
         args.prompt,
         source,
@@ -575,6 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="take every n-th frame")
     p.add_argument("--batch-size", type=int, default=16, help="frames per CLIP batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="CLIP weights: auto = bf16/fp16 on CUDA, fp32 elsewhere; fp32 is what LOVEU-TGVE's script ran",
+    )
     p.set_defaults(func=cmd_score)
     return parser
 

@@ -73,7 +73,7 @@ def test_score_prints_json_writes_the_plot_and_matches_the_library(clip_dir, vid
 
 def test_score_prints_readable_numbers(clip_dir, videos, capsys) -> None:
     code, out, err = _run(capsys, "score", str(videos["edit"]), "--clip", str(clip_dir), "--prompt", PROMPT,
-                          "--frames", "3", "--stride", "2", "--device", "cpu")  # fmt: skip
+                          "--frames", "3", "--stride", "2", "--device", "cpu", "--precision", "bf16")  # fmt: skip
     assert code == 0, err
     assert "frames: 3" in out and "frame consistency (all pairs):" in out and "paper's Tab. 1 scale" in out
 
