@@ -34,8 +34,16 @@ def clips(comfy_server: ComfyServer) -> dict[str, Path]:
     text = root / "text-only"
     if not text.exists():
         CLIPTextModel(tiny_clip_model().config.text_config).save_pretrained(text)
+    # a good CLIP outside ComfyUI's folders, linked in: must be neither listed nor loaded
+    outside = comfy_server.root / "outside-clip"
+    if not outside.exists():
+        shutil.copytree(good, outside)
+    link = root / "linked-out"
+    if not link.is_symlink():
+        link.symlink_to(outside, target_is_directory=True)
     yield {"good": good, "text": text}
     shutil.rmtree(text, ignore_errors=True)
+    link.unlink()
 
 
 def load(node: str, n_frames: int) -> dict:
@@ -58,7 +66,7 @@ def score_prompt(clip_model: str = "tiny-clip", edit_frames: int = 4, source_fra
 
 def test_clip_folders_are_listed(client: ComfyClient, clips: dict) -> None:
     choices = client.object_info()["TAV_ScoreEdit"]["input"]["required"]["clip_model"][0]
-    assert "tiny-clip" in choices and "text-only" not in choices
+    assert "tiny-clip" in choices and "text-only" not in choices and "linked-out" not in choices
     assert FOLDER in client.get("/models")
 
 
@@ -98,6 +106,8 @@ def _refusal(client: ComfyClient, prompt: dict) -> str:
     [
         (lambda: score_prompt("no-such-clip"), r"'no-such-clip' is not a folder in models/clip_scoring"),
         (lambda: score_prompt("../../../etc"), r"'\.\./\.\./\.\./etc' is not a folder in models/clip_scoring"),
+        (lambda: score_prompt("/etc"), r"'/etc' is not a folder in models/clip_scoring"),
+        (lambda: score_prompt("linked-out"), r"'linked-out' is not a folder in models/clip_scoring"),
         (lambda: score_prompt("text-only"), r"holds a 'clip_text_model' model, not a CLIPModel"),
         (lambda: score_prompt(source_frames=3), r"source clip has 3 frames but the edit has 4"),
         (lambda: score_prompt(edit_frames=1, source_frames=1), r"has 1 frame\(s\): frame consistency needs at least 2"),
@@ -107,6 +117,8 @@ def _refusal(client: ComfyClient, prompt: dict) -> str:
     ids=[
         "missing-model",
         "path-escape",
+        "absolute-path",
+        "symlink-out",
         "wrong-kind-folder",
         "frame-count-mismatch",
         "one-frame",
