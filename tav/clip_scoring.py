@@ -111,7 +111,10 @@ def preprocess_settings(path: str, cfg: dict) -> Preprocess:
 
 
 def load_clip(path: str, device: torch.device, dtype: Optional[torch.dtype] = None) -> ScoringClip:
-    """Load a CLIPModel folder offline from safetensors (fp32 on the CPU; bf16/fp16 on CUDA unless ``dtype``)."""
+    """Load a CLIPModel folder offline from safetensors (fp32 on the CPU; bf16/fp16 on CUDA unless ``dtype``).
+
+    The weights load in their stored type and are cast after (``dtype=``/``torch_dtype=`` differ across
+    transformers 4.x and 5)."""
     from safetensors import SafetensorError
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -121,7 +124,7 @@ def load_clip(path: str, device: torch.device, dtype: Optional[torch.dtype] = No
     if dtype is None:
         dtype = half_dtype(device) if device.type == "cuda" else torch.float32
     try:
-        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype)
+        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True).to(dtype)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise InputError(f"cannot load the CLIP model in {path!r}: {' '.join(str(e).split())[:300]}") from None
     has_tok = any(os.path.isfile(os.path.join(path, t)) for t in TOKENIZER_FILES)
@@ -157,6 +160,11 @@ def preprocess(frames: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     return (x - mean) / std
 
 
+def _features(out: Any) -> torch.Tensor:
+    """The projected embedding: transformers 5 returns an output whose ``pooler_output`` it is, 4.x the tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
 @torch.no_grad()
 def embed_images(
     clip: ScoringClip,
@@ -174,7 +182,7 @@ def embed_images(
     out = []
     for i in range(0, len(frames), batch_size):
         pixels = preprocess(frames[i : i + batch_size].to(clip.device), clip.preprocess).to(dtype)
-        feats = clip.model.get_image_features(pixel_values=pixels).pooler_output.float()
+        feats = _features(clip.model.get_image_features(pixel_values=pixels)).float()
         out.append(torch.nn.functional.normalize(feats, dim=-1).cpu())
         report(callback, done + min(i + batch_size, len(frames)), total)
     return torch.cat(out)
@@ -189,7 +197,9 @@ def embed_text(clip: ScoringClip, prompt: str) -> torch.Tensor:
     max_length = min(clip.tokenizer.model_max_length, clip.model.config.text_config.max_position_embeddings)
     _warn_if_truncated(clip.tokenizer, prompt, max_length)
     tok = clip.tokenizer([prompt], padding=True, max_length=max_length, truncation=True, return_tensors="pt")
-    feats = clip.model.get_text_features(
-        input_ids=tok.input_ids.to(clip.device), attention_mask=tok.attention_mask.to(clip.device)
-    ).pooler_output.float()
+    feats = _features(
+        clip.model.get_text_features(
+            input_ids=tok.input_ids.to(clip.device), attention_mask=tok.attention_mask.to(clip.device)
+        )
+    ).float()
     return torch.nn.functional.normalize(feats, dim=-1)[0].cpu()
