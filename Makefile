@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint setup setup-host
+.PHONY: demo test test-hosts lint setup setup-host
 
 $(VENV)/.core: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.host
 	$(PY) -m pytest tests
+
+# The e2e suite on each ComfyUI host given: make test-hosts HOSTS="path/to/comfy-0.33=path/to/python ..."
+test-hosts: $(VENV)/.host
+	bash scripts/test_hosts.sh $(HOSTS)
 
 lint: $(VENV)/.core
 	$(VENV)/bin/ruff check .

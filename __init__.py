@@ -1,15 +1,13 @@
-"""ComfyUI entry point of the Tune-A-Video node pack: registers the nodes and models/tuneavideo.
+"""ComfyUI entry point of the Tune-A-Video node pack: registers models/tuneavideo and hands ComfyUI the
+V3 ``comfy_entrypoint`` that lists the nodes.
 
-Outside ComfyUI (no ``folder_paths`` module) importing this file is harmless: the mappings are empty.
+Outside ComfyUI (no ``folder_paths`` module) importing this file is harmless: it defines no nodes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 try:
     import folder_paths  # noqa: F401 - only exists inside ComfyUI
@@ -20,8 +18,7 @@ if folder_paths is not None:
     _here = os.path.dirname(os.path.abspath(__file__))
     if _here not in sys.path:
         sys.path.append(_here)  # makes the bundled core importable as `tav`
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_folders
+    from .nodes import comfy_entrypoint, register_folders
 
     register_folders()
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    __all__ = ["comfy_entrypoint"]

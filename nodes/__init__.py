@@ -1,6 +1,11 @@
-"""ComfyUI adapters over :mod:`tav` (V1 node classes). Imported by the pack's ``__init__.py``."""
+"""ComfyUI adapters over :mod:`tav`, declared with the V3 node schema through the frozen ``comfy_api.v0_0_2``.
+
+Imported by the pack's ``__init__.py``, which hands ``comfy_entrypoint`` to ComfyUI.
+"""
 
 from __future__ import annotations
+
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .common import register_folders as register_tuned_folder
 from .context_windows import TAV_ContextWindows
@@ -12,43 +17,25 @@ from .sample import TAV_DDIMInvert, TAV_Sample
 from .tune import TAV_Tune
 from .video import TAV_LoadVideo, TAV_SaveVideo
 
-NODE_CLASS_MAPPINGS = {
-    "TAV_LoadVideo": TAV_LoadVideo,
-    "TAV_LoadCheckpoint": TAV_LoadCheckpoint,
-    "TAV_FromComfyModels": TAV_FromComfyModels,
-    "TAV_Inflate": TAV_Inflate,
-    "TAV_Tune": TAV_Tune,
-    "TAV_SaveTuned": TAV_SaveTuned,
-    "TAV_LoadTuned": TAV_LoadTuned,
-    "TAV_DDIMInvert": TAV_DDIMInvert,
-    "TAV_Sample": TAV_Sample,
-    "TAV_ControlNet": TAV_ControlNet,
-    "TAV_SaveVideo": TAV_SaveVideo,
-    "TAV_ApplyToModel": TAV_ApplyToModel,
-    "TAV_InvertedToLatent": TAV_InvertedToLatent,
-    "TAV_DDIMSigmas": TAV_DDIMSigmas,
-    "TAV_ContextWindows": TAV_ContextWindows,
-    "TAV_ScoreEdit": TAV_ScoreEdit,
-}
-
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "TAV_LoadVideo": "Load Video (Tune-A-Video)",
-    "TAV_LoadCheckpoint": "Load Checkpoint (Tune-A-Video)",
-    "TAV_FromComfyModels": "From ComfyUI Models (Tune-A-Video)",
-    "TAV_Inflate": "Inflate to Video Model (Tune-A-Video)",
-    "TAV_Tune": "Tune on Video (Tune-A-Video)",
-    "TAV_SaveTuned": "Save Tuned Weights (Tune-A-Video)",
-    "TAV_LoadTuned": "Load Tuned Weights (Tune-A-Video)",
-    "TAV_DDIMInvert": "DDIM Invert (Tune-A-Video)",
-    "TAV_Sample": "Sample Video (Tune-A-Video)",
-    "TAV_ControlNet": "ControlNet per Frame (Tune-A-Video)",
-    "TAV_SaveVideo": "Save Video (Tune-A-Video)",
-    "TAV_ApplyToModel": "Tune-A-Video → MODEL",
-    "TAV_InvertedToLatent": "Inverted Noise → LATENT (Tune-A-Video)",
-    "TAV_DDIMSigmas": "DDIM Sigmas (Tune-A-Video)",
-    "TAV_ContextWindows": "Context Windows (Tune-A-Video)",
-    "TAV_ScoreEdit": "Score Edit (Tune-A-Video)",
-}
+#: every node of the pack, in menu order; node ids and input names never change (saved workflows name them)
+NODES: list[type[io.ComfyNode]] = [
+    TAV_LoadVideo,
+    TAV_LoadCheckpoint,
+    TAV_FromComfyModels,
+    TAV_Inflate,
+    TAV_Tune,
+    TAV_SaveTuned,
+    TAV_LoadTuned,
+    TAV_DDIMInvert,
+    TAV_Sample,
+    TAV_ControlNet,
+    TAV_SaveVideo,
+    TAV_ApplyToModel,
+    TAV_InvertedToLatent,
+    TAV_DDIMSigmas,
+    TAV_ContextWindows,
+    TAV_ScoreEdit,
+]
 
 
 def register_folders() -> None:
@@ -57,4 +44,19 @@ def register_folders() -> None:
     register_clip_folder()
 
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folders"]
+class TuneAVideoExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> TuneAVideoExtension:
+    """ComfyUI's V3 entry point: the extension that lists the pack's nodes."""
+    return TuneAVideoExtension()
+
+
+def node_classes() -> dict[str, type[io.ComfyNode]]:
+    """``{node id: class}``, for tools that read the pack without ComfyUI's loader (scripts/make_workflows.py)."""
+    return {cls.GET_SCHEMA().node_id: cls for cls in NODES}
+
+
+__all__ = ["NODES", "comfy_entrypoint", "node_classes", "register_folders"]

@@ -6,22 +6,25 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import folder_paths
 import torch
+from comfy_api.v0_0_2 import io
 
-from tav import validation
+from tav import memory_plan, validation
 from tav.progress import ProgressFn
 from tav.tuning import half_dtype
 
 log = logging.getLogger("tuneavideo")
 
 #: socket type carrying a :class:`tav.pipeline.Pipeline`
-PIPELINE = "TAV_PIPELINE"
+PIPELINE = io.Custom("TAV_PIPELINE")
 #: socket type carrying DDIM-inverted noise: ``{"latents": [1,C,F,h,w] scaled, "steps", "fingerprint", ...}``
-INVERTED = "TAV_INVERTED"
+INVERTED = io.Custom("TAV_INVERTED")
+#: socket type carrying a :class:`tav.control.Control`
+CONTROL = io.Custom("TAV_CONTROL")
 
 CATEGORY = "Tune-A-Video"
 TUNED_FOLDER = "tuneavideo"
@@ -117,6 +120,14 @@ def int_error(name: str, value: Any, lo: int, hi: Optional[int] = None) -> Optio
     return None
 
 
+def check_choice(name: str, value: Any, options: Sequence[Any]) -> None:
+    """Refuse a value that is not one of a combo's options. ComfyUI checks V3 combos against their options
+    at /prompt only from about 0.33 on (0.3.64-0.3.75 pass any string through), so the nodes check the
+    choices they act on themselves, before any work."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
+
+
 def first_error(*messages: Optional[str]) -> bool | str:
     """``True`` if every check passed, else the first message (the VALIDATE_INPUTS convention)."""
     for m in messages:
@@ -170,11 +181,20 @@ def tav_warnings() -> Iterator[list[str]]:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def with_ui(result: tuple, messages: list[str]) -> Any:
+def with_ui(result: tuple, messages: list[str]) -> io.NodeOutput:
     """A node's return value, with its warnings shown in the UI (and recorded in /history) when there are any."""
     if not messages:
-        return result
-    return {"ui": {"text": [f"warning: {m}" for m in messages]}, "result": result}
+        return io.NodeOutput(*result)
+    return io.NodeOutput(*result, ui={"text": [f"warning: {m}" for m in messages]})
+
+
+def precision_input(tooltip: str = "Weight precision: auto = fp16 on a GPU, fp32 on the CPU.") -> io.Combo.Input:
+    return io.Combo.Input("precision", options=PRECISIONS, default="auto", tooltip=tooltip)
+
+
+def seed_input(tooltip: str, default: int = 0, control_after_generate: Optional[bool] = False) -> io.Int.Input:
+    return io.Int.Input("seed", default=default, min=0, max=0xFFFFFFFF, control_after_generate=control_after_generate,
+                        tooltip=tooltip)  # fmt: skip
 
 
 def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuning: Any) -> None:
@@ -186,4 +206,4 @@ def check_job(pipe: Any, frames: int, height: int, width: int, kind: str, **tuni
     if kind == "tune":
         free_comfy_memory()
     # the device the node will compute on: the weights may still be on ComfyUI's offload device
-    validation.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, device=device(), **tuning)
+    memory_plan.check_pipeline_job(pipe, int(frames), int(height), int(width), kind, device=device(), **tuning)

@@ -20,10 +20,11 @@ from typing import Any, Optional
 
 import comfy.context_windows as cw
 import torch
+from comfy_api.v0_0_2 import io
 
 from tav.windows import Windows, fusion_weights
 
-from .common import CATEGORY
+from .common import CATEGORY, check_choice
 from .native import FrameAnchor, has_tuned
 
 #: ``tav.windows``' linear ramps over each overlap (weights sum to 1 on every frame): the pipeline path's fusion
@@ -118,67 +119,59 @@ def context_windows(model: Any, windows: Windows, fuse_method: str = TAV_FUSE) -
     return clone
 
 
-class TAV_ContextWindows:
+class TAV_ContextWindows(io.ComfyNode):
     """Sample clips longer than the tuned length on the native path, window by window."""
 
-    CATEGORY = f"{CATEGORY}/native"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The tuned MODEL denoising the LATENT's frames in overlapping windows (memory: one window).",)
-    FUNCTION = "apply"
-    DESCRIPTION = (
-        "ComfyUI's context windows for the Tune-A-Video MODEL, windowed like Sample (Tune-A-Video): each window's "
-        "ControlNet sees its own hint frames, and every window can attend to the clip's first frame."
-    )
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_ContextWindows",
+            display_name="Context Windows (Tune-A-Video)",
+            category=f"{CATEGORY}/native",
+            description="ComfyUI's context windows for the Tune-A-Video MODEL, windowed like Sample (Tune-A-Video): "
+            "each window's ControlNet sees its own hint frames, and every window can attend to the clip's first "
+            "frame.",
+            inputs=[
+                io.Model.Input("model", tooltip="From Tune-A-Video → MODEL."),
+                io.Int.Input(
+                    "window",
+                    default=8,
+                    min=2,
+                    max=1024,
+                    tooltip="Frames per window, e.g. the frames tuned on; at most the clip's frames.",
+                ),
+                io.Int.Input(
+                    "overlap",
+                    default=2,
+                    min=0,
+                    max=1023,
+                    tooltip="Frames shared by neighbouring windows, blended so no seam shows. Less than window.",
+                ),
+                io.Boolean.Input(
+                    "anchor_first_frame",
+                    default=True,
+                    tooltip="Every window attends to the clip's first frame (computed once per step), so all windows "
+                    "anchor on the same frame. Off: each window anchors on its own first frame.",
+                ),
+                io.Combo.Input(
+                    "fuse_method",
+                    options=FUSE_METHODS,
+                    default=TAV_FUSE,
+                    tooltip=f"How overlapping windows are blended. {TAV_FUSE}: linear ramps over each overlap, as "
+                    "Sample (Tune-A-Video) does; the others are ComfyUI's.",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(
+                    "model_out",
+                    display_name="model",
+                    tooltip="The tuned MODEL denoising the LATENT's frames in overlapping windows (memory: one window).",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "From Tune-A-Video → MODEL."}),
-                "window": (
-                    "INT",
-                    {
-                        "default": 8,
-                        "min": 2,
-                        "max": 1024,
-                        "tooltip": "Frames per window, e.g. the frames tuned on; at most the clip's frames.",
-                    },
-                ),
-                "overlap": (
-                    "INT",
-                    {
-                        "default": 2,
-                        "min": 0,
-                        "max": 1023,
-                        "tooltip": "Frames shared by neighbouring windows, blended so no seam shows. Less than window.",
-                    },
-                ),
-                "anchor_first_frame": (
-                    "BOOLEAN",
-                    {
-                        "default": True,
-                        "tooltip": (
-                            "Every window attends to the clip's first frame (computed once per step), so all windows "
-                            "anchor on the same frame. Off: each window anchors on its own first frame."
-                        ),
-                    },
-                ),
-                "fuse_method": (
-                    FUSE_METHODS,
-                    {
-                        "default": TAV_FUSE,
-                        "tooltip": (
-                            f"How overlapping windows are blended. {TAV_FUSE}: linear ramps over each overlap, as "
-                            "Sample (Tune-A-Video) does; the others are ComfyUI's."
-                        ),
-                    },
-                ),
-            }
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
+    def validate_inputs(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
         if window is None or overlap is None:
             return True
         try:
@@ -187,7 +180,10 @@ class TAV_ContextWindows:
             return str(e)
         return True
 
-    def apply(self, model: Any, window: int, overlap: int, anchor_first_frame: bool, fuse_method: str) -> tuple[Any]:
-        return (
-            context_windows(model, Windows(int(window), int(overlap), anchor=bool(anchor_first_frame)), fuse_method),
-        )
+    @classmethod
+    def execute(
+        cls, model: Any, window: int, overlap: int, anchor_first_frame: bool, fuse_method: str
+    ) -> io.NodeOutput:
+        check_choice("fuse_method", fuse_method, FUSE_METHODS)
+        windows = Windows(int(window), int(overlap), anchor=bool(anchor_first_frame))
+        return io.NodeOutput(context_windows(model, windows, fuse_method))

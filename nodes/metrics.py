@@ -15,6 +15,7 @@ import comfy.model_management as mm
 import folder_paths
 import numpy as np
 import torch
+from comfy_api.v0_0_2 import io
 
 from tav import clip_scoring, metrics
 from tav.score_plot import plot
@@ -66,87 +67,94 @@ def clip_folder(name: str) -> str:
     )
 
 
-class TAV_ScoreEdit:
+class TAV_ScoreEdit(io.ComfyNode):
     """Frame consistency, text alignment and PickScore of an edit (the paper's Tab. 1 / LOVEU-TGVE metrics)."""
 
-    CATEGORY = f"{CATEGORY}/metrics"
-    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE")
-    RETURN_NAMES = (
-        "frame_consistency",
-        "frame_consistency_consecutive",
-        "text_alignment",
-        "pickscore",
-        "summary",
-        "plot",
-    )
-    OUTPUT_TOOLTIPS = (
-        "Mean CLIP cosine over all pairs of frames (the paper's and LOVEU-TGVE's frame consistency; x100 in Tab. 1).",
-        "Mean CLIP cosine of consecutive frames (what later papers call CLIP-Image).",
-        "Mean CLIP cosine of each frame with the prompt (x100 = the paper's textual faithfulness with CLIP ViT-L/14).",
-        "Mean of logit_scale x cosine per frame: PickScore with the PickScore_v1 model, else that CLIP's scaled score.",
-        "The numbers as text (with the source's when given).",
-        "Per-frame alignment and consecutive-frame consistency, edit vs source.",
-    )
-    FUNCTION = "score"
-    DESCRIPTION = (
-        "Score an edited clip as the Tune-A-Video paper and the LOVEU-TGVE benchmark do, with a CLIPModel folder "
-        "from models/clip_scoring."
-    )
-
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "edited": ("IMAGE", {"tooltip": "The edited frames (e.g. Sample Video's output or Load Video)."}),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt."}),
-                "clip_model": (
-                    clip_folders(),
-                    {
-                        "tooltip": (
-                            "A transformers CLIPModel folder in models/clip_scoring (config.json + model.safetensors): "
-                            "clip-vit-large-patch14 for the benchmark's CLIP scores, PickScore_v1 for PickScore."
-                        )
-                    },
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_ScoreEdit",
+            display_name="Score Edit (Tune-A-Video)",
+            category=f"{CATEGORY}/metrics",
+            description="Score an edited clip as the Tune-A-Video paper and the LOVEU-TGVE benchmark do, with a "
+            "CLIPModel folder from models/clip_scoring.",
+            inputs=[
+                io.Image.Input("edited", tooltip="The edited frames (e.g. Sample Video's output or Load Video)."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="The edit prompt."),
+                io.Combo.Input(
+                    "clip_model",
+                    options=clip_folders(),
+                    tooltip="A transformers CLIPModel folder in models/clip_scoring (config.json + model.safetensors): "
+                    "clip-vit-large-patch14 for the benchmark's CLIP scores, PickScore_v1 for PickScore.",
                 ),
-                "batch_size": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "Frames per CLIP batch."}),
-            },
-            "optional": {
-                "source": ("IMAGE", {"tooltip": "The source frames the edit was made from (same count)."}),
-                "clip_vision": (
-                    "CLIP_VISION",
-                    {
-                        "tooltip": "A stock CLIP Vision model: used for frame consistency instead of clip_model's image "
-                        "tower (text alignment and PickScore still use clip_model)."
-                    },
-                ),  # fmt: skip
-            },
-        }
+                io.Int.Input("batch_size", default=16, min=1, max=256, tooltip="Frames per CLIP batch."),
+                io.Image.Input(
+                    "source", optional=True, tooltip="The source frames the edit was made from (same count)."
+                ),
+                io.ClipVision.Input(
+                    "clip_vision",
+                    optional=True,
+                    tooltip="A stock CLIP Vision model: used for frame consistency instead of clip_model's image "
+                    "tower (text alignment and PickScore still use clip_model).",
+                ),
+            ],
+            outputs=[
+                io.Float.Output(
+                    "frame_consistency",
+                    display_name="frame_consistency",
+                    tooltip="Mean CLIP cosine over all pairs of frames (the paper's and LOVEU-TGVE's frame "
+                    "consistency; x100 in Tab. 1).",
+                ),
+                io.Float.Output(
+                    "frame_consistency_consecutive",
+                    display_name="frame_consistency_consecutive",
+                    tooltip="Mean CLIP cosine of consecutive frames (what later papers call CLIP-Image).",
+                ),
+                io.Float.Output(
+                    "text_alignment",
+                    display_name="text_alignment",
+                    tooltip="Mean CLIP cosine of each frame with the prompt (x100 = the paper's textual "
+                    "faithfulness with CLIP ViT-L/14).",
+                ),
+                io.Float.Output(
+                    "pickscore",
+                    display_name="pickscore",
+                    tooltip="Mean of logit_scale x cosine per frame: PickScore with the PickScore_v1 model, else "
+                    "that CLIP's scaled score.",
+                ),
+                io.String.Output(
+                    "summary", display_name="summary", tooltip="The numbers as text (with the source's when given)."
+                ),
+                io.Image.Output(
+                    "plot",
+                    display_name="plot",
+                    tooltip="Per-frame alignment and consecutive-frame consistency, edit vs source.",
+                ),
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, clip_model: Optional[str] = None, batch_size: Optional[int] = None) -> bool | str:
+    def validate_inputs(cls, clip_model: Optional[str] = None, batch_size: Optional[int] = None) -> bool | str:
         def folder_error() -> Optional[str]:
             if clip_model is None:
                 return None
-            try:
-                clip_scoring.read_config(clip_folder(clip_model))
-            except ValueError as e:
-                return str(e)
-            return None
+            return check(lambda: clip_scoring.read_config(clip_folder(clip_model)))
 
         return first_error(number_error("batch_size", batch_size, 1, 256, integer=True), folder_error())
 
-    def score(
-        self,
+    @classmethod
+    def execute(
+        cls,
         edited: torch.Tensor,
         prompt: str,
         clip_model: str,
         batch_size: int,
         source: Optional[torch.Tensor] = None,
         clip_vision: Any = None,
-    ) -> Any:
+    ) -> io.NodeOutput:
         metrics.check_inputs(edited, prompt, source)
         path = clip_folder(clip_model)
-        callback = progress()
+        callback = progress("score")
         with tav_warnings() as warned:
             clip = clip_scoring.load_clip(path, memory.offload_device(), load_dtype("auto", device()))
             patcher = memory.patcher_for(clip, {"clip": clip.model})
@@ -172,4 +180,4 @@ class TAV_ScoreEdit:
         e, text = scores.edit, scores.summary()
         ui = {"text": [*(f"warning: {m}" for m in warned), text], "tav_scores": [scores.to_dict()]}
         result = (e.frame_consistency, e.frame_consistency_consecutive, e.text_alignment, e.pickscore, text, image)
-        return {"ui": ui, "result": result}
+        return io.NodeOutput(*result, ui=ui)

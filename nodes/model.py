@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import folder_paths
 import torch
+from comfy_api.v0_0_2 import io
 
 from tav.pipeline import Pipeline
 
@@ -16,15 +17,20 @@ from .common import (
     PIPELINE,
     PRECISIONS,
     TUNED_FOLDER,
+    check_choice,
     device,
     free_comfy_memory,
     load_dtype,
     log,
+    precision_input,
+    seed_input,
 )
 
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 PREDICTION_TYPES = ["auto", "epsilon", "v_prediction"]
+NORMS = ["video", "frame"]
+ATTENTIONS = ["sparse_causal", "sparse_causal_self", "frame"]
 
 
 def checkpoint_choices() -> list[str]:
@@ -58,47 +64,45 @@ def tuned_file(name: str) -> str:
     return path
 
 
-class TAV_LoadCheckpoint:
+class TAV_LoadCheckpoint(io.ComfyNode):
     """Load an SD 1.x/2.x model for Tune-A-Video from models/checkpoints or models/diffusers."""
 
-    CATEGORY = f"{CATEGORY}/model"
-    RETURN_TYPES = (PIPELINE,)
-    RETURN_NAMES = ("pipeline",)
-    OUTPUT_TOOLTIPS = ("The (2-D, not yet inflated) Stable Diffusion pipeline.",)
-    FUNCTION = "load"
-    DESCRIPTION = "Load a Stable Diffusion 1.x/2.x single-file checkpoint or diffusers folder, offline."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_LoadCheckpoint",
+            display_name="Load Checkpoint (Tune-A-Video)",
+            category=f"{CATEGORY}/model",
+            description="Load a Stable Diffusion 1.x/2.x single-file checkpoint or diffusers folder, offline.",
+            inputs=[
+                io.Combo.Input(
+                    "model",
+                    options=checkpoint_choices(),
+                    tooltip="diffusers/<folder> from models/diffusers (e.g. diffusers/tav-shapes, the toy model) or "
+                    "checkpoints/<file> from models/checkpoints (SD 1.x/2.x .safetensors).",
+                ),
+                io.Combo.Input(
+                    "prediction_type",
+                    options=PREDICTION_TYPES,
+                    default="auto",
+                    tooltip="auto reads it from the model (v_prediction for SD 2.x 768-v); set it when a checkpoint "
+                    "is detected wrongly.",
+                ),
+                precision_input(),
+            ],
+            outputs=[
+                PIPELINE.Output(
+                    "pipeline_out",
+                    display_name="pipeline",
+                    tooltip="The (2-D, not yet inflated) Stable Diffusion pipeline.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": (
-                    checkpoint_choices(),
-                    {
-                        "tooltip": (
-                            "diffusers/<folder> from models/diffusers (e.g. diffusers/tav-shapes, the toy model) or "
-                            "checkpoints/<file> from models/checkpoints (SD 1.x/2.x .safetensors)."
-                        )
-                    },
-                ),
-                "prediction_type": (
-                    PREDICTION_TYPES,
-                    {
-                        "default": "auto",
-                        "tooltip": (
-                            "auto reads it from the model (v_prediction for SD 2.x 768-v); set it when a checkpoint is "
-                            "detected wrongly."
-                        ),
-                    },
-                ),
-                "precision": (
-                    PRECISIONS,
-                    {"default": "auto", "tooltip": "Weight precision: auto = fp16 on a GPU, fp32 on the CPU."},
-                ),
-            }
-        }
-
-    def load(self, model: str, prediction_type: str, precision: str) -> tuple[Pipeline]:
+    def execute(cls, model: str, prediction_type: str, precision: str) -> io.NodeOutput:
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("precision", precision, PRECISIONS)
         from tav import checkpoints
 
         path = resolve_checkpoint(model)
@@ -114,37 +118,40 @@ class TAV_LoadCheckpoint:
                 dtype=load_dtype(precision, device()),
                 prediction_type=None if prediction_type == "auto" else prediction_type,
             )
-        return (pipe,)
+        return io.NodeOutput(pipe)
 
 
-class TAV_FromComfyModels:
+class TAV_FromComfyModels(io.ComfyNode):
     """Turn stock MODEL + CLIP + VAE (Load Checkpoint, LoRA loaders, DreamBooth models) into a pipeline."""
 
-    CATEGORY = f"{CATEGORY}/model"
-    RETURN_TYPES = (PIPELINE,)
-    RETURN_NAMES = ("pipeline",)
-    OUTPUT_TOOLTIPS = ("A Tune-A-Video pipeline with exactly the weights of the given models (LoRAs applied).",)
-    FUNCTION = "convert"
-    DESCRIPTION = "Bridge from ComfyUI's MODEL/CLIP/VAE (any SD 1.x/2.x checkpoint, LoRAs merged) to Tune-A-Video."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_FromComfyModels",
+            display_name="From ComfyUI Models (Tune-A-Video)",
+            category=f"{CATEGORY}/model",
+            description="Bridge from ComfyUI's MODEL/CLIP/VAE (any SD 1.x/2.x checkpoint, LoRAs merged) to "
+            "Tune-A-Video.",
+            inputs=[
+                io.Model.Input(
+                    "model", tooltip="A Stable Diffusion 1.x/2.x MODEL, e.g. from Load Checkpoint or a LoRA loader."
+                ),
+                io.Clip.Input("clip", tooltip="The matching CLIP text encoder."),
+                io.Vae.Input("vae", tooltip="The matching VAE."),
+                precision_input(),
+            ],
+            outputs=[
+                PIPELINE.Output(
+                    "pipeline_out",
+                    display_name="pipeline",
+                    tooltip="A Tune-A-Video pipeline with exactly the weights of the given models (LoRAs applied).",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": (
-                    "MODEL",
-                    {"tooltip": "A Stable Diffusion 1.x/2.x MODEL, e.g. from Load Checkpoint or a LoRA loader."},
-                ),
-                "clip": ("CLIP", {"tooltip": "The matching CLIP text encoder."}),
-                "vae": ("VAE", {"tooltip": "The matching VAE."}),
-                "precision": (
-                    PRECISIONS,
-                    {"default": "auto", "tooltip": "Weight precision: auto = fp16 on a GPU, fp32 on the CPU."},
-                ),
-            }
-        }
-
-    def convert(self, model: Any, clip: Any, vae: Any, precision: str) -> tuple[Pipeline]:
+    def execute(cls, model: Any, clip: Any, vae: Any, precision: str) -> io.NodeOutput:
+        check_choice("precision", precision, PRECISIONS)
         import comfy.model_base
         import comfy.model_management as mm
 
@@ -172,58 +179,51 @@ class TAV_FromComfyModels:
             )
         del sd
         free_comfy_memory()
-        return (pipe,)
+        return io.NodeOutput(pipe)
 
 
-class TAV_Inflate:
+class TAV_Inflate(io.ComfyNode):
     """Turn a 2-D pipeline into a video one: sparse-causal attention + temporal attention layers."""
 
-    CATEGORY = f"{CATEGORY}/model"
-    RETURN_TYPES = (PIPELINE,)
-    RETURN_NAMES = ("pipeline",)
-    OUTPUT_TOOLTIPS = ("The inflated pipeline (shares the input's weights; the input is not changed).",)
-    FUNCTION = "inflate"
-    DESCRIPTION = "Inflate the UNet: ST-Attn (frame 0 + previous frame keys) and zero-initialised temporal attention."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_Inflate",
+            display_name="Inflate to Video Model (Tune-A-Video)",
+            category=f"{CATEGORY}/model",
+            description="Inflate the UNet: ST-Attn (frame 0 + previous frame keys) and zero-initialised temporal "
+            "attention.",
+            inputs=[
+                PIPELINE.Input("pipeline", tooltip="A 2-D pipeline from Load Checkpoint or From ComfyUI Models."),
+                io.Combo.Input(
+                    "norm",
+                    options=NORMS,
+                    default="video",
+                    tooltip="video: GroupNorm statistics over all frames (the reference). frame: per-frame GroupNorm.",
+                ),
+                io.Combo.Input(
+                    "attention",
+                    options=ATTENTIONS,
+                    default="sparse_causal",
+                    tooltip="sparse_causal: each frame attends to frame 0 and the previous frame (the paper)."
+                    " sparse_causal_self: frame 0, the previous frame and the frame itself."
+                    " frame: no cross-frame attention (ablation).",
+                ),
+                seed_input("Seed for the random init of the new temporal layers."),
+            ],
+            outputs=[
+                PIPELINE.Output(
+                    "pipeline_out",
+                    display_name="pipeline",
+                    tooltip="The inflated pipeline (shares the input's weights; the input is not changed).",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (PIPELINE, {"tooltip": "A 2-D pipeline from Load Checkpoint or From ComfyUI Models."}),
-                "norm": (
-                    ["video", "frame"],
-                    {
-                        "default": "video",
-                        "tooltip": (
-                            "video: GroupNorm statistics over all frames (the reference). frame: per-frame GroupNorm."
-                        ),
-                    },
-                ),
-                "attention": (
-                    ["sparse_causal", "sparse_causal_self", "frame"],
-                    {
-                        "default": "sparse_causal",
-                        "tooltip": (
-                            "sparse_causal: each frame attends to frame 0 and the previous frame (the paper)."
-                            " sparse_causal_self: frame 0, the previous frame and the frame itself."
-                            " frame: no cross-frame attention (ablation)."
-                        ),
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 0xFFFFFFFF,
-                        "control_after_generate": False,
-                        "tooltip": "Seed for the random init of the new temporal layers.",
-                    },
-                ),
-            }
-        }
-
-    def inflate(self, pipeline: Pipeline, norm: str, attention: str, seed: int) -> tuple[Pipeline]:
+    def execute(cls, pipeline: Pipeline, norm: str, attention: str, seed: int) -> io.NodeOutput:
+        check_choice("norm", norm, NORMS)
+        check_choice("attention", attention, ATTENTIONS)
         from tav import inflation
 
         if inflation.is_inflated(pipeline):
@@ -234,37 +234,40 @@ class TAV_Inflate:
                     "connect the 2-D pipeline from the loader instead"
                 )
             log.info("Tune-A-Video: pipeline already inflated, passing it through")
-            return (pipeline,)
-        return (inflation.inflate(pipeline, norm=norm, attention=attention, seed=seed),)
+            return io.NodeOutput(pipeline)
+        return io.NodeOutput(inflation.inflate(pipeline, norm=norm, attention=attention, seed=seed))
 
 
-class TAV_SaveTuned:
+class TAV_SaveTuned(io.ComfyNode):
     """Save the tuned weights (a few MB) into models/tuneavideo."""
 
-    CATEGORY = f"{CATEGORY}/model"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("filename",)
-    OUTPUT_TOOLTIPS = ("The file name inside models/tuneavideo (for Load Tuned).",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
-    DESCRIPTION = "Write only the tuned and temporal tensors as .safetensors, with the base model's fingerprint."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_SaveTuned",
+            display_name="Save Tuned Weights (Tune-A-Video)",
+            category=f"{CATEGORY}/model",
+            description="Write only the tuned and temporal tensors as .safetensors, with the base model's fingerprint.",
+            is_output_node=True,
+            inputs=[
+                PIPELINE.Input("pipeline", tooltip="A tuned pipeline from Tune."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="tav_tuned",
+                    tooltip="File name prefix inside models/tuneavideo; a counter is appended.",
+                ),
+            ],
+            outputs=[
+                io.String.Output(
+                    "filename",
+                    display_name="filename",
+                    tooltip="The file name inside models/tuneavideo (for Load Tuned).",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (PIPELINE, {"tooltip": "A tuned pipeline from Tune."}),
-                "filename_prefix": (
-                    "STRING",
-                    {
-                        "default": "tav_tuned",
-                        "tooltip": "File name prefix inside models/tuneavideo; a counter is appended.",
-                    },
-                ),
-            }
-        }
-
-    def save(self, pipeline: Pipeline, filename_prefix: str) -> dict:
+    def execute(cls, pipeline: Pipeline, filename_prefix: str) -> io.NodeOutput:
         from tav import inflation, weights
 
         if not inflation.is_inflated(pipeline):
@@ -275,38 +278,45 @@ class TAV_SaveTuned:
         filename = f"{name}_{counter:05}_.safetensors"
         weights.save_tuned(os.path.join(folder, filename), pipeline)  # metadata from what Tune recorded
         rel = f"{subfolder}/{filename}" if subfolder else filename
-        return {"ui": {"text": [rel]}, "result": (rel,)}
+        return io.NodeOutput(rel, ui={"text": [rel]})
 
 
-class TAV_LoadTuned:
+class TAV_LoadTuned(io.ComfyNode):
     """Apply tuned weights from models/tuneavideo to the base pipeline they were tuned from."""
 
-    CATEGORY = f"{CATEGORY}/model"
-    RETURN_TYPES = (PIPELINE,)
-    RETURN_NAMES = ("pipeline",)
-    OUTPUT_TOOLTIPS = ("The tuned, inflated pipeline (the input is not changed).",)
-    FUNCTION = "load"
-    DESCRIPTION = "Load Tune-A-Video weights saved by Save Tuned onto the same base model."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_LoadTuned",
+            display_name="Load Tuned Weights (Tune-A-Video)",
+            category=f"{CATEGORY}/model",
+            description="Load Tune-A-Video weights saved by Save Tuned onto the same base model.",
+            inputs=[
+                PIPELINE.Input("pipeline", tooltip="The base pipeline the weights were tuned from (2-D or inflated)."),
+                io.Combo.Input(
+                    "tuned_weights",
+                    options=files.model_files(TUNED_FOLDER),
+                    tooltip="A .safetensors file from models/tuneavideo.",
+                ),
+                io.Boolean.Input(
+                    "check_base_model",
+                    default=True,
+                    tooltip="Refuse weights tuned on a different base model (recommended).",
+                ),
+            ],
+            outputs=[
+                PIPELINE.Output(
+                    "pipeline_out",
+                    display_name="pipeline",
+                    tooltip="The tuned, inflated pipeline (the input is not changed).",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (PIPELINE, {"tooltip": "The base pipeline the weights were tuned from (2-D or inflated)."}),
-                "tuned_weights": (
-                    files.model_files(TUNED_FOLDER),
-                    {"tooltip": "A .safetensors file from models/tuneavideo."},
-                ),
-                "check_base_model": (
-                    "BOOLEAN",
-                    {"default": True, "tooltip": "Refuse weights tuned on a different base model (recommended)."},
-                ),
-            }
-        }
-
-    def load(self, pipeline: Pipeline, tuned_weights: str, check_base_model: bool) -> tuple[Pipeline]:
+    def execute(cls, pipeline: Pipeline, tuned_weights: str, check_base_model: bool) -> io.NodeOutput:
         from tav import weights
 
         path = tuned_file(tuned_weights)
         with torch.inference_mode(False):
-            return (weights.load_tuned(path, pipeline, check_base=check_base_model),)
+            return io.NodeOutput(weights.load_tuned(path, pipeline, check_base=check_base_model))

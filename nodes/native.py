@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 import torch
+from comfy_api.v0_0_2 import io
 from torch import nn
 
 from tav import native
@@ -368,61 +369,56 @@ def _tuned_choices() -> list[str]:
     return [FROM_PIPELINE] + files.model_files(TUNED_FOLDER)
 
 
-class TAV_ApplyToModel:
+class TAV_ApplyToModel(io.ComfyNode):
     """Patch a stock MODEL with the tuned video layers, for ComfyUI's own samplers."""
 
-    CATEGORY = f"{CATEGORY}/native"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = (
-        "A patched clone that denoises a whole clip: frames are the LATENT batch. Sample it with "
-        "SamplerCustomAdvanced (+ DDIM Sigmas) or KSampler; LoRA loaders and Apply ControlNet work after it.",
-    )
-    FUNCTION = "apply"
-    DESCRIPTION = (
-        "Tune-A-Video as a stock MODEL: sparse-causal attention, temporal attention, GroupNorm over all frames "
-        "and the tuned projections, patched onto a clone of the MODEL the clip was tuned on."
-    )
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_ApplyToModel",
+            display_name="Tune-A-Video → MODEL",
+            category=f"{CATEGORY}/native",
+            description="Tune-A-Video as a stock MODEL: sparse-causal attention, temporal attention, GroupNorm over "
+            "all frames and the tuned projections, patched onto a clone of the MODEL the clip was tuned on.",
+            inputs=[
+                io.Model.Input(
+                    "model",
+                    tooltip="The stock MODEL the clip was tuned on (Load Checkpoint, with the same LoRAs if tuning "
+                    "used them). It is not changed.",
+                ),
+                io.Combo.Input(
+                    "tuned_weights",
+                    options=_tuned_choices(),
+                    default=FROM_PIPELINE,
+                    tooltip=f"{FROM_PIPELINE}: use the connected pipeline (Tune or Load Tuned); or a file saved by "
+                    "Save Tuned in models/tuneavideo.",
+                ),
+                io.Boolean.Input(
+                    "check_base_model",
+                    default=True,
+                    tooltip="Refuse weights tuned on a different base model (recommended).",
+                ),
+                PIPELINE.Input(
+                    "pipeline",
+                    optional=True,
+                    tooltip=f"The tuned pipeline from Tune or Load Tuned (with tuned_weights = {FROM_PIPELINE}).",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(
+                    "model_out",
+                    display_name="model",
+                    tooltip="A patched clone that denoises a whole clip: frames are the LATENT batch. Sample it with "
+                    "SamplerCustomAdvanced (+ DDIM Sigmas) or KSampler; LoRA loaders and Apply ControlNet work "
+                    "after it.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": (
-                    "MODEL",
-                    {
-                        "tooltip": (
-                            "The stock MODEL the clip was tuned on (Load Checkpoint, with the same LoRAs if tuning "
-                            "used them). It is not changed."
-                        )
-                    },
-                ),
-                "tuned_weights": (
-                    _tuned_choices(),
-                    {
-                        "default": FROM_PIPELINE,
-                        "tooltip": (
-                            f"{FROM_PIPELINE}: use the connected pipeline (Tune or Load Tuned); or a file saved by "
-                            "Save Tuned in models/tuneavideo."
-                        ),
-                    },
-                ),
-                "check_base_model": (
-                    "BOOLEAN",
-                    {"default": True, "tooltip": "Refuse weights tuned on a different base model (recommended)."},
-                ),
-            },
-            "optional": {
-                "pipeline": (
-                    PIPELINE,
-                    {"tooltip": f"The tuned pipeline from Tune or Load Tuned (with tuned_weights = {FROM_PIPELINE})."},
-                ),
-            },
-        }
-
-    def apply(
-        self, model: Any, tuned_weights: str, check_base_model: bool, pipeline: Optional[Pipeline] = None
-    ) -> tuple[Any]:
+    def execute(
+        cls, model: Any, tuned_weights: str, check_base_model: bool, pipeline: Optional[Pipeline] = None
+    ) -> io.NodeOutput:
         if tuned_weights == FROM_PIPELINE:
             if pipeline is None:
                 raise ValueError(f"connect a tuned pipeline, or pick a file instead of {FROM_PIPELINE}")
@@ -433,73 +429,73 @@ class TAV_ApplyToModel:
                     f"both a pipeline and the file {tuned_weights!r} are given: pick {FROM_PIPELINE} or disconnect"
                 )
             tuned = native.tuned_from_file(tuned_file(tuned_weights))
-        return (apply_tuned(model, tuned, check_base_model=check_base_model),)
+        return io.NodeOutput(apply_tuned(model, tuned, check_base_model=check_base_model))
 
 
-class TAV_InvertedToLatent:
+class TAV_InvertedToLatent(io.ComfyNode):
     """Turn DDIM-inverted noise into a stock LATENT in ComfyUI's noise convention."""
 
-    CATEGORY = f"{CATEGORY}/native"
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = (
-        "The inverted clip as a LATENT batch of frames; sample it with noise disabled (DisableNoise, or "
-        "KSamplerAdvanced add_noise=disable) from the first step. Save Latent / Load Latent keep it.",
-    )
-    FUNCTION = "convert"
-    DESCRIPTION = (
-        "DDIM-inverted noise (VP convention) -> ComfyUI's x0 + sigma*eps convention at the first DDIM timestep: "
-        "times sqrt(1 + sigma^2), divided by the latent scale factor."
-    )
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_InvertedToLatent",
+            display_name="Inverted Noise → LATENT (Tune-A-Video)",
+            category=f"{CATEGORY}/native",
+            description="DDIM-inverted noise (VP convention) -> ComfyUI's x0 + sigma*eps convention at the first DDIM "
+            "timestep: times sqrt(1 + sigma^2), divided by the latent scale factor.",
+            inputs=[
+                INVERTED.Input("inverted", tooltip="From DDIM Invert."),
+                io.Model.Input(
+                    "model", tooltip="The MODEL that will sample it (gives the sigma table and latent scale)."
+                ),
+            ],
+            outputs=[
+                io.Latent.Output(
+                    "latent",
+                    display_name="latent",
+                    tooltip="The inverted clip as a LATENT batch of frames; sample it with noise disabled "
+                    "(DisableNoise, or KSamplerAdvanced add_noise=disable) from the first step. Save Latent / Load "
+                    "Latent keep it.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "inverted": (INVERTED, {"tooltip": "From DDIM Invert."}),
-                "model": (
-                    "MODEL",
-                    {"tooltip": "The MODEL that will sample it (gives the sigma table and latent scale)."},
-                ),
-            }
-        }
-
-    def convert(self, inverted: dict, model: Any) -> tuple[dict]:
+    def execute(cls, inverted: dict, model: Any) -> io.NodeOutput:
         steps = int(inverted["steps"])
         sigma = native.first_sigma(model_sigma_table(model), steps, int(inverted.get("steps_offset", 1)))
         scale = float(model.model.latent_format.scale_factor)
         samples = native.vp_to_comfy_latent(inverted["latents"].float().cpu(), sigma, scale)
-        return ({"samples": samples},)
+        return io.NodeOutput({"samples": samples})
 
 
-class TAV_DDIMSigmas:
+class TAV_DDIMSigmas(io.ComfyNode):
     """The reference DDIM schedule as SIGMAS, exactly, for any step count."""
 
-    CATEGORY = f"{CATEGORY}/native"
-    RETURN_TYPES = ("SIGMAS",)
-    RETURN_NAMES = ("sigmas",)
-    OUTPUT_TOOLTIPS = (
-        "steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0). Use with "
-        "SamplerCustomAdvanced and the ddim sampler.",
-    )
-    FUNCTION = "sigmas"
-    DESCRIPTION = (
-        "The schedule DDIM Invert and Sample use (diffusers DDIM, leading spacing, steps_offset 1, ending at "
-        "alpha_bar_0). ComfyUI's ddim_uniform matches it only when 1000 is a multiple of steps, and ends at 0. "
-        "The result is the reference's latent times sqrt(1 + sigma_0^2) (~1.0004 for SD)."
-    )
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_DDIMSigmas",
+            display_name="DDIM Sigmas (Tune-A-Video)",
+            category=f"{CATEGORY}/native",
+            description="The schedule DDIM Invert and Sample use (diffusers DDIM, leading spacing, steps_offset 1, "
+            "ending at alpha_bar_0). ComfyUI's ddim_uniform matches it only when 1000 is a multiple of steps, and "
+            "ends at 0. The result is the reference's latent times sqrt(1 + sigma_0^2) (~1.0004 for SD).",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL to sample (its sigma table)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="DDIM steps; match DDIM Invert's steps."),
+            ],
+            outputs=[
+                io.Sigmas.Output(
+                    "sigmas",
+                    display_name="sigmas",
+                    tooltip="steps + 1 sigmas: the reference's timesteps 1 + k * (1000 // steps), then sigma(t=0) "
+                    "(at 1000 steps: the 1000 sigmas of t = 999..0). Use with SamplerCustomAdvanced and the ddim "
+                    "sampler.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The MODEL to sample (its sigma table)."}),
-                "steps": (
-                    "INT",
-                    {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; match DDIM Invert's steps."},
-                ),
-            }
-        }
-
-    def sigmas(self, model: Any, steps: int) -> tuple[torch.Tensor]:
-        return (native.reference_sigmas(model_sigma_table(model), steps),)
+    def execute(cls, model: Any, steps: int) -> io.NodeOutput:
+        return io.NodeOutput(native.reference_sigmas(model_sigma_table(model), steps))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from comfy_api.v0_0_2 import io
 
 from tav.pipeline import Pipeline
 
 from . import memory
 from .common import (
     CATEGORY,
+    CONTROL,
     INVERTED,
     PIPELINE,
     check_interrupt,
@@ -20,64 +22,65 @@ from .common import (
     log,
     number_error,
     progress,
+    seed_input,
     size_error,
     tav_warnings,
     with_ui,
 )
-from .windows import WINDOW_INPUTS, describe, sample_windows, window_error, windows_from_widgets
+from .windows import describe, sample_windows, window_error, window_inputs, windows_from_widgets
 
 
 def _fingerprint(pipe: Pipeline) -> str:
     return pipe.base_fingerprint or ""
 
 
-class TAV_DDIMInvert:
+class TAV_DDIMInvert(io.ComfyNode):
     """DDIM-invert the clip to noise with the (tuned) model; run once per tuned model and reuse."""
 
-    CATEGORY = f"{CATEGORY}/sampling"
-    RETURN_TYPES = (INVERTED,)
-    RETURN_NAMES = ("inverted",)
-    OUTPUT_TOOLTIPS = (
-        "The clip's latents inverted to noise; feed it to Sample to keep the clip's structure and motion.",
-    )
-    FUNCTION = "invert"
-    DESCRIPTION = "DDIM inversion (the reference: empty prompt, 50 steps). Changing only Sample's prompt reuses it."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_DDIMInvert",
+            display_name="DDIM Invert (Tune-A-Video)",
+            category=f"{CATEGORY}/sampling",
+            description="DDIM inversion (the reference: empty prompt, 50 steps). Changing only Sample's prompt "
+            "reuses it.",
+            inputs=[
+                PIPELINE.Input("pipeline", tooltip="The tuned pipeline from Tune or Load Tuned."),
+                io.Image.Input("frames", tooltip="The same clip that was tuned on."),
+                io.Int.Input(
+                    "steps",
+                    default=50,
+                    min=1,
+                    max=1000,
+                    tooltip="DDIM steps; use the same number in Sample (the paper: 50).",
+                ),
+                io.String.Input(
+                    "prompt",
+                    optional=True,
+                    default="",
+                    multiline=True,
+                    tooltip="Prompt to invert with; empty = unconditional, as the reference.",
+                ),
+                *window_inputs(),
+            ],
+            outputs=[
+                INVERTED.Output(
+                    "inverted",
+                    display_name="inverted",
+                    tooltip="The clip's latents inverted to noise; feed it to Sample to keep the clip's structure and "
+                    "motion.",
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (PIPELINE, {"tooltip": "The tuned pipeline from Tune or Load Tuned."}),
-                "frames": ("IMAGE", {"tooltip": "The same clip that was tuned on."}),
-                "steps": (
-                    "INT",
-                    {
-                        "default": 50,
-                        "min": 1,
-                        "max": 1000,
-                        "tooltip": "DDIM steps; use the same number in Sample (the paper: 50).",
-                    },
-                ),
-            },
-            "optional": {
-                "prompt": (
-                    "STRING",
-                    {
-                        "default": "",
-                        "multiline": True,
-                        "tooltip": "Prompt to invert with; empty = unconditional, as the reference.",
-                    },
-                ),
-                **WINDOW_INPUTS,
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
+    def validate_inputs(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
         return first_error(window_error(window, overlap))
 
-    def invert(
-        self,
+    @classmethod
+    def execute(
+        cls,
         pipeline: Pipeline,
         frames: torch.Tensor,
         steps: int,
@@ -85,7 +88,7 @@ class TAV_DDIMInvert:
         window: int = 0,
         overlap: int = 2,
         anchor_first_frame: bool = True,
-    ) -> Any:
+    ) -> io.NodeOutput:
         from tav import ddim, inflation
 
         check_interrupt()
@@ -114,135 +117,112 @@ class TAV_DDIMInvert:
         return with_ui((out,), warned)
 
 
-class TAV_Sample:
+class TAV_Sample(io.ComfyNode):
     """Render an edited prompt with the tuned video model (DDIM + classifier-free guidance)."""
 
-    CATEGORY = f"{CATEGORY}/sampling"
-    RETURN_TYPES = ("IMAGE", "LATENT")
-    RETURN_NAMES = ("frames", "latent")
-    OUTPUT_TOOLTIPS = (
-        "The generated frames as an IMAGE batch [frames, height, width, 3].",
-        "The frames' latents as a stock LATENT (a batch of frames, unscaled, for ComfyUI's VAE nodes).",
-    )
-    FUNCTION = "sample"
-    DESCRIPTION = "DDIM sampling from the inverted clip (or random noise) with an edited prompt."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_Sample",
+            display_name="Sample Video (Tune-A-Video)",
+            category=f"{CATEGORY}/sampling",
+            description="DDIM sampling from the inverted clip (or random noise) with an edited prompt.",
+            inputs=[
+                PIPELINE.Input("pipeline", tooltip="The tuned pipeline."),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="spider man is skiing on the beach, cartoon style",
+                    tooltip="The edit prompt. Ignored when a positive CONDITIONING is connected.",
+                ),
+                io.String.Input(
+                    "negative_prompt",
+                    multiline=True,
+                    default="",
+                    tooltip="What to steer away from (empty = the unconditional prompt, as the paper). Ignored when a "
+                    "negative CONDITIONING is connected.",
+                ),
+                io.Int.Input(
+                    "steps", default=50, min=1, max=1000, tooltip="DDIM steps (the paper: 50; match DDIM Invert)."
+                ),
+                io.Float.Input(
+                    "cfg",
+                    default=12.5,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance scale (the paper: 12.5); 1 disables guidance.",
+                ),
+                io.Float.Input(
+                    "eta",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="DDIM eta: 0 is deterministic (the paper); 1 adds fresh noise each step like DDPM.",
+                ),
+                seed_input(
+                    "Seed for the starting noise (without inverted latents) and for eta > 0.",
+                    control_after_generate=None,
+                ),
+                io.Int.Input(
+                    "frames", default=24, min=1, max=1024, tooltip="Frame count when no inverted latents are connected."
+                ),
+                io.Int.Input(
+                    "width",
+                    default=512,
+                    min=8,
+                    max=4096,
+                    step=8,
+                    tooltip="Width when no inverted latents are connected (a multiple of 8).",
+                ),
+                io.Int.Input(
+                    "height",
+                    default=512,
+                    min=8,
+                    max=4096,
+                    step=8,
+                    tooltip="Height when no inverted latents are connected (a multiple of 8).",
+                ),
+                INVERTED.Input(
+                    "inverted",
+                    optional=True,
+                    tooltip="Start from the DDIM-inverted clip (recommended: keeps its motion and layout).",
+                ),
+                io.Conditioning.Input(
+                    "positive",
+                    optional=True,
+                    tooltip="Stock conditioning (e.g. CLIP Text Encode with the same CLIP) used instead of the prompt "
+                    "text.",
+                ),
+                io.Conditioning.Input(
+                    "negative",
+                    optional=True,
+                    tooltip="Stock negative conditioning used instead of negative_prompt.",
+                ),
+                CONTROL.Input(
+                    "control", optional=True, tooltip="Per-frame ControlNet from the Tune-A-Video ControlNet node."
+                ),
+                *window_inputs(),
+            ],
+            outputs=[
+                io.Image.Output(
+                    "frames_out",
+                    display_name="frames",
+                    tooltip="The generated frames as an IMAGE batch [frames, height, width, 3].",
+                ),
+                io.Latent.Output(
+                    "latent",
+                    display_name="latent",
+                    tooltip="The frames' latents as a stock LATENT (a batch of frames, unscaled, for ComfyUI's VAE "
+                    "nodes).",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (PIPELINE, {"tooltip": "The tuned pipeline."}),
-                "prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "spider man is skiing on the beach, cartoon style",
-                        "tooltip": "The edit prompt. Ignored when a positive CONDITIONING is connected.",
-                    },
-                ),
-                "negative_prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "",
-                        "tooltip": (
-                            "What to steer away from (empty = the unconditional prompt, as the paper). Ignored when a "
-                            "negative CONDITIONING is connected."
-                        ),
-                    },
-                ),
-                "steps": (
-                    "INT",
-                    {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (the paper: 50; match DDIM Invert)."},
-                ),
-                "cfg": (
-                    "FLOAT",
-                    {
-                        "default": 12.5,
-                        "min": 0.0,
-                        "max": 100.0,
-                        "step": 0.1,
-                        "round": 0.01,
-                        "tooltip": "Classifier-free guidance scale (the paper: 12.5); 1 disables guidance.",
-                    },
-                ),
-                "eta": (
-                    "FLOAT",
-                    {
-                        "default": 0.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "DDIM eta: 0 is deterministic (the paper); 1 adds fresh noise each step like DDPM.",
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 0xFFFFFFFF,
-                        "tooltip": "Seed for the starting noise (without inverted latents) and for eta > 0.",
-                    },
-                ),
-                "frames": (
-                    "INT",
-                    {
-                        "default": 24,
-                        "min": 1,
-                        "max": 1024,
-                        "tooltip": "Frame count when no inverted latents are connected.",
-                    },
-                ),
-                "width": (
-                    "INT",
-                    {
-                        "default": 512,
-                        "min": 8,
-                        "max": 4096,
-                        "step": 8,
-                        "tooltip": "Width when no inverted latents are connected (a multiple of 8).",
-                    },
-                ),
-                "height": (
-                    "INT",
-                    {
-                        "default": 512,
-                        "min": 8,
-                        "max": 4096,
-                        "step": 8,
-                        "tooltip": "Height when no inverted latents are connected (a multiple of 8).",
-                    },
-                ),
-            },
-            "optional": {
-                "inverted": (
-                    INVERTED,
-                    {"tooltip": "Start from the DDIM-inverted clip (recommended: keeps its motion and layout)."},
-                ),
-                "positive": (
-                    "CONDITIONING",
-                    {
-                        "tooltip": (
-                            "Stock conditioning (e.g. CLIP Text Encode with the same CLIP) used instead of the prompt "
-                            "text."
-                        )
-                    },
-                ),
-                "negative": (
-                    "CONDITIONING",
-                    {"tooltip": "Stock negative conditioning used instead of negative_prompt."},
-                ),
-                "control": (
-                    "TAV_CONTROL",
-                    {"tooltip": "Per-frame ControlNet from the Tune-A-Video ControlNet node."},
-                ),
-                **WINDOW_INPUTS,
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(
+    def validate_inputs(
         cls,
         width: Optional[int] = None,
         height: Optional[int] = None,
@@ -259,8 +239,9 @@ class TAV_Sample:
             window_error(window, overlap),
         )
 
-    def sample(
-        self,
+    @classmethod
+    def execute(
+        cls,
         pipeline: Pipeline,
         prompt: str,
         negative_prompt: str,
@@ -278,8 +259,9 @@ class TAV_Sample:
         window: int = 0,
         overlap: int = 2,
         anchor_first_frame: bool = True,
-    ) -> Any:
+    ) -> io.NodeOutput:
         from tav import ddim, inflation
+        from tav.control import check_hint_frames
 
         check_interrupt()
         if not inflation.is_inflated(pipeline):
@@ -290,6 +272,8 @@ class TAV_Sample:
             h, w = h * pipeline.latent_factor, w * pipeline.latent_factor
         else:
             f, h, w = frames, height, width
+        if control is not None:
+            check_hint_frames(control, f)
         check_job(pipeline, min(f, windows.length) if windows else f, h, w, "sample")  # memory is one window's
         with memory.on_device(pipeline, control):
             dev = pipeline.device

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
+from comfy_api.v0_0_2 import io
 from PIL import Image, ImageDraw
 
 from tav.pipeline import Pipeline
@@ -17,12 +18,15 @@ from .common import (
     CATEGORY,
     PIPELINE,
     PRECISIONS,
+    check_choice,
     check_interrupt,
     check_job,
     first_error,
     log,
     number_error,
+    precision_input,
     progress,
+    seed_input,
     tav_warnings,
     with_ui,
 )
@@ -78,100 +82,82 @@ def loss_curve_image(losses: Sequence[float], width: int = 512, height: int = 25
     return torch.from_numpy(arr).unsqueeze(0)
 
 
-class TAV_Tune:
+class TAV_Tune(io.ComfyNode):
     """Fine-tune the query projections and temporal attention on one clip (the paper: 500 steps, lr 3e-5)."""
 
-    CATEGORY = f"{CATEGORY}/tuning"
-    RETURN_TYPES = (PIPELINE, "IMAGE")
-    RETURN_NAMES = ("tuned_pipeline", "loss_curve")
-    OUTPUT_TOOLTIPS = (
-        "A new pipeline with the tuned weights; it shares the frozen weights with the input, which is not changed.",
-        "The training loss per step (grey) and its running mean (blue).",
-    )
-    FUNCTION = "tune"
-    DESCRIPTION = "One-shot tuning: learn the clip's motion. Re-runs only when its inputs change."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TAV_Tune",
+            display_name="Tune on Video (Tune-A-Video)",
+            category=f"{CATEGORY}/tuning",
+            description="One-shot tuning: learn the clip's motion. Re-runs only when its inputs change.",
+            inputs=[
+                PIPELINE.Input(
+                    "pipeline", tooltip="An inflated pipeline (a 2-D one is inflated with default settings)."
+                ),
+                io.Image.Input(
+                    "frames",
+                    tooltip="The clip to learn, e.g. from Load Video; width and height must be multiples of 8.",
+                ),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="a man is skiing",
+                    tooltip="A caption of the clip (the source prompt).",
+                ),
+                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Optimisation steps (the paper: 500)."),
+                io.Float.Input(
+                    "learning_rate",
+                    default=3e-5,
+                    min=1e-8,
+                    max=1e-2,
+                    step=1e-6,
+                    round=False,
+                    tooltip="AdamW learning rate (the paper: 3e-5).",
+                ),
+                seed_input("Seed for the noise and timesteps drawn during tuning.", default=33),
+                io.String.Input(
+                    "trainable_modules",
+                    default=DEFAULT_MODULES,
+                    tooltip="Comma-separated module-name suffixes to train (the paper: attn1.to_q, attn2.to_q, "
+                    "attn_temp). Everything else stays frozen.",
+                ),
+                precision_input(
+                    "auto: fp32 on the CPU; on a GPU, bf16 (or fp16) autocast with fp32 trainable weights."
+                ),
+                io.Boolean.Input(
+                    "gradient_checkpointing",
+                    default=True,
+                    tooltip="Trade compute for memory (recommended on GPUs with little memory).",
+                ),
+            ],
+            outputs=[
+                PIPELINE.Output(
+                    "tuned_pipeline",
+                    display_name="tuned_pipeline",
+                    tooltip="A new pipeline with the tuned weights; it shares the frozen weights with the input, "
+                    "which is not changed.",
+                ),
+                io.Image.Output(
+                    "loss_curve",
+                    display_name="loss_curve",
+                    tooltip="The training loss per step (grey) and its running mean (blue).",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "pipeline": (
-                    PIPELINE,
-                    {"tooltip": "An inflated pipeline (a 2-D one is inflated with default settings)."},
-                ),
-                "frames": (
-                    "IMAGE",
-                    {"tooltip": "The clip to learn, e.g. from Load Video; width and height must be multiples of 8."},
-                ),
-                "prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "a man is skiing",
-                        "tooltip": "A caption of the clip (the source prompt).",
-                    },
-                ),
-                "steps": (
-                    "INT",
-                    {"default": 500, "min": 1, "max": 100000, "tooltip": "Optimisation steps (the paper: 500)."},
-                ),
-                "learning_rate": (
-                    "FLOAT",
-                    {
-                        "default": 3e-5,
-                        "min": 1e-8,
-                        "max": 1e-2,
-                        "step": 1e-6,
-                        "round": False,
-                        "tooltip": "AdamW learning rate (the paper: 3e-5).",
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 33,
-                        "min": 0,
-                        "max": 0xFFFFFFFF,
-                        "control_after_generate": False,
-                        "tooltip": "Seed for the noise and timesteps drawn during tuning.",
-                    },
-                ),
-                "trainable_modules": (
-                    "STRING",
-                    {
-                        "default": DEFAULT_MODULES,
-                        "tooltip": (
-                            "Comma-separated module-name suffixes to train (the paper: attn1.to_q, attn2.to_q, "
-                            "attn_temp). Everything else stays frozen."
-                        ),
-                    },
-                ),
-                "precision": (
-                    PRECISIONS,
-                    {
-                        "default": "auto",
-                        "tooltip": (
-                            "auto: fp32 on the CPU; on a GPU, bf16 (or fp16) autocast with fp32 trainable weights."
-                        ),
-                    },
-                ),
-                "gradient_checkpointing": (
-                    "BOOLEAN",
-                    {"default": True, "tooltip": "Trade compute for memory (recommended on GPUs with little memory)."},
-                ),
-            }
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(
+    def validate_inputs(
         cls, trainable_modules: Optional[str] = None, learning_rate: Optional[float] = None
     ) -> bool | str:
         if trainable_modules is not None and not parse_modules_safe(trainable_modules):
             return "trainable_modules is empty: list module-name suffixes such as " + DEFAULT_MODULES
         return first_error(number_error("learning_rate", learning_rate, 1e-8, 1e-2))
 
-    def tune(
-        self,
+    @classmethod
+    def execute(
+        cls,
         pipeline: Pipeline,
         frames: torch.Tensor,
         prompt: str,
@@ -181,9 +167,10 @@ class TAV_Tune:
         trainable_modules: str,
         precision: str,
         gradient_checkpointing: bool,
-    ) -> Any:
+    ) -> io.NodeOutput:
         from tav import inflation, tuning
 
+        check_choice("precision", precision, PRECISIONS)
         check_interrupt()
         if not inflation.is_inflated(pipeline):
             log.info("Tune-A-Video: inflating the 2-D pipeline with default settings before tuning")

@@ -4,41 +4,39 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from comfy_api.v0_0_2 import io
+
 from tav.windows import Windows
 
-WINDOW_INPUTS: dict[str, tuple] = {
-    "window": (
-        "INT",
-        {
-            "default": 0,
-            "min": 0,
-            "max": 1024,
-            "tooltip": (
-                "Frames per window for clips longer than the tuned length (e.g. the frames tuned on); memory is "
-                "that of one window. 0 = the whole clip in one pass (Sample: or the windows DDIM Invert used)."
-            ),
-        },
-    ),
-    "overlap": (
-        "INT",
-        {
-            "default": 2,
-            "min": 0,
-            "max": 1023,
-            "tooltip": "Frames shared by neighbouring windows, blended so no seam shows. Must be smaller than window.",
-        },
-    ),
-    "anchor_first_frame": (
-        "BOOLEAN",
-        {
-            "default": True,
-            "tooltip": (
-                "Every window attends to the clip's first frame (computed once per step), so all windows anchor "
-                "on the same frame. Off: each window anchors on its own first frame."
-            ),
-        },
-    ),
-}
+
+def window_inputs() -> list[io.Input]:
+    """The window widgets of DDIM Invert and Sample (optional: saved workflows from before them still load)."""
+    return [
+        io.Int.Input(
+            "window",
+            optional=True,
+            default=0,
+            min=0,
+            max=1024,
+            tooltip="Frames per window for clips longer than the tuned length (e.g. the frames tuned on); memory is "
+            "that of one window. 0 = the whole clip in one pass (Sample: or the windows DDIM Invert used).",
+        ),
+        io.Int.Input(
+            "overlap",
+            optional=True,
+            default=2,
+            min=0,
+            max=1023,
+            tooltip="Frames shared by neighbouring windows, blended so no seam shows. Must be smaller than window.",
+        ),
+        io.Boolean.Input(
+            "anchor_first_frame",
+            optional=True,
+            default=True,
+            tooltip="Every window attends to the clip's first frame (computed once per step), so all windows anchor "
+            "on the same frame. Off: each window anchors on its own first frame.",
+        ),
+    ]
 
 
 def window_error(window: Any, overlap: Any) -> Optional[str]:

@@ -129,7 +129,7 @@ def load_node_classes(comfy_dir: Path) -> dict[str, Any]:
     pack = importlib.util.module_from_spec(spec)
     sys.modules["tav_pack"] = pack
     spec.loader.exec_module(pack)
-    return {**comfy_nodes.NODE_CLASS_MAPPINGS, **extras, **pack.NODE_CLASS_MAPPINGS}
+    return {**comfy_nodes.NODE_CLASS_MAPPINGS, **extras, **sys.modules["tav_pack.nodes"].node_classes()}
 
 
 #: comfy_extras modules whose stock nodes the workflows use (V1 or V3; V3 classes answer the V1 API)

@@ -8,10 +8,11 @@ existing file of the same name, and the result must get the permissions the user
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .validation import os_error_message
 
@@ -66,3 +67,28 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+def verify_written(tmp: str, path: str | os.PathLike, reads_back: Callable[[str], None]) -> None:
+    """:class:`WriteError` unless ``tmp`` is non-empty and ``reads_back(tmp)`` succeeds.
+
+    Why: a writer can report success with nothing on disk (ffmpeg on a full disk left a 0-byte mp4);
+    checking before the rename keeps such a file from replacing a good one.
+    """
+    path = os.path.abspath(os.fspath(path))
+    try:
+        size = os.path.getsize(tmp)
+    except OSError as err:
+        raise WriteError(err.errno, os_error_message(path, err)) from None
+    if size == 0:
+        raise WriteError(
+            errno.EIO, f"could not write {path!r}: nothing was written (0 bytes); check the free disk space and retry"
+        )
+    try:
+        reads_back(tmp)
+    except Exception as err:  # any reader error means the bytes on disk are not what was meant
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WriteError(
+            errno.EIO,
+            f"could not write {path!r}: the written file does not read back ({why}); check the disk and retry",
+        ) from None

@@ -22,10 +22,12 @@ from typing import Any, Optional
 import torch
 
 from . import ddim, windows
+from . import memory_plan as mp
 from . import validation as v
 from .attention import ATTENTION_MODES
 from .editing import EditConfig, tune_and_edit, write_edits
 from .inflation import NORMS
+from .job_size import check_job_size
 from .pipeline import Pipeline
 from .tuning import DEFAULT_TRAINABLE, TuneConfig, half_dtype
 
@@ -179,7 +181,7 @@ def _check_video(args: argparse.Namespace) -> None:
     if args.resize != "none":
         _check_size(args.width, args.height)
         if frames > 0:
-            v.check_job_size(frames, args.height, args.width, kind="load")
+            check_job_size(frames, args.height, args.width, kind="load")
 
 
 def _check_size(width: Any, height: Any) -> None:
@@ -229,7 +231,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     )
     f, h, w = clip.frames.shape[:3]
     cfg = _tune_config(args)
-    v.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
+    mp.check_pipeline_job(pipe, f, h, w, "tune", precision=cfg.precision, checkpointing=cfg.gradient_checkpointing)
     result = tune(
         pipe,
         pipe.encode_video(clip.frames),
@@ -274,7 +276,7 @@ def cmd_invert(args: argparse.Namespace) -> None:
     clip = _read_clip(args)
     pipe = _tuned_or_inflated(args)
     f, h, w = clip.frames.shape[:3]
-    v.check_pipeline_job(pipe, f, h, w, "invert")
+    mp.check_pipeline_job(pipe, f, h, w, "invert")
     latents = pipe.encode_video(clip.frames)
     embeds = pipe.encode_prompt(args.prompt) if args.prompt else None
     inv = ddim.invert(
@@ -298,19 +300,23 @@ def cmd_sample(args: argparse.Namespace) -> None:
         read_metadata(args.tuned)
     latents, meta = load_latents(args.latents) if args.latents else (None, {})
     if latents is None:
+        defaults = {"frames": 24, "width": 512, "height": 512}
+        for name, value in defaults.items():
+            setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
         v.check_number("--frames", args.frames, 1, v.MAX_FRAMES, integer=True)
         _check_size(args.width, args.height)
         f, h, w = args.frames, args.height, args.width
     else:
         f, h, w = latents.shape[2], latents.shape[3] * 8, latents.shape[4] * 8
-    v.check_job_size(f, h, w, kind="sample", device=args.device)
+        _check_latents_size(args, f, w, h)
+    check_job_size(f, h, w, kind="sample", device=args.device)
     pipe = _tuned_or_inflated(args)
     if latents is not None and latents.shape[1] != pipe.unet.config.in_channels:
         raise v.InputError(
             f"{args.latents} holds {latents.shape[1]}-channel latents but the model takes "
             f"{pipe.unet.config.in_channels}; invert with this model"
         )
-    v.check_pipeline_job(pipe, f, h, w, "sample")
+    mp.check_pipeline_job(pipe, f, h, w, "sample")
     bars = _Bars()
     videos = []
     for i, text in enumerate(args.prompt):
@@ -334,6 +340,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(json.dumps({"written": write_edits(args.out_dir, args.prompt, videos, fps)}))
 
 
+def _check_latents_size(args: argparse.Namespace, frames: int, width: int, height: int) -> None:
+    """Refuse --frames/--width/--height that contradict --latents (the latents fix the clip's length and
+    size: honouring neither silently would hand back a different video than the one asked for)."""
+    asked = {"--frames": (args.frames, frames), "--width": (args.width, width), "--height": (args.height, height)}
+    wrong = [f"{flag} {mine}" for flag, (mine, theirs) in asked.items() if mine is not None and mine != theirs]
+    if wrong:
+        raise v.InputError(
+            f"{', '.join(wrong)} contradict{'s' if len(wrong) == 1 else ''} --latents {args.latents}, which holds "
+            f"{frames} frames at {width}x{height}: drop {' and '.join(w.split()[0] for w in wrong)} (the latents set "
+            "the length and size) or invert the clip again at the size you want"
+        )
+
+
 def cmd_edit(args: argparse.Namespace) -> None:
     v.check_output_dir(args.out_dir, what="--out-dir")
     if args.save_tuned:
@@ -344,7 +363,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     pipe = _load(args.model, _device(args.device), args.prediction_type)
     f, h, w = clip.frames.shape[:3]
     tune_cfg = _tune_config(args)
-    v.check_pipeline_job(
+    mp.check_pipeline_job(
         pipe, f, h, w, "tune", precision=tune_cfg.precision, checkpointing=tune_cfg.gradient_checkpointing
     )
     cfg = EditConfig(
@@ -407,8 +426,6 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from . import memory_plan as mp
-
     v.check_number("--frames", args.frames, 1, v.MAX_FRAMES, integer=True)
     _check_size(args.width, args.height)
     if args.vram is not None:
@@ -504,9 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned", help="tuned weights from `tune`")
     p.add_argument("--latents", help="inverted latent from `invert` (default: random noise)")
     p.add_argument("--prompt", nargs="+", required=True, help="one or more edit prompts")
-    p.add_argument("--frames", type=int, default=24, help="only without --latents")
-    p.add_argument("--width", type=int, default=512, help="only without --latents")
-    p.add_argument("--height", type=int, default=512, help="only without --latents")
+    p.add_argument("--frames", type=int, help="without --latents (default 24); with them, must match them")
+    p.add_argument("--width", type=int, help="without --latents (default 512); with them, must match them")
+    p.add_argument("--height", type=int, help="without --latents (default 512); with them, must match them")
     p.add_argument("--out-dir", required=True)
     windows.add_cli_options(p)
     p.set_defaults(func=cmd_sample)
@@ -637,7 +654,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         if _SIGINT_SEEN:
             raise KeyboardInterrupt from None
         _close_bars()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        for problem in getattr(e, "problems", None) or [e]:  # a config's schema problems: one line each
+            print(f"error: {_one_line(problem)}", file=sys.stderr)
         return 2
     except torch.OutOfMemoryError:
         if _SIGINT_SEEN:
@@ -655,5 +673,5 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     return 0
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split()) or type(e).__name__

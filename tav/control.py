@@ -19,6 +19,8 @@ from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 from einops import rearrange, repeat
 from torch import nn
 
+from .validation import InputError
+
 
 def schedule_sigma(alphas_cumprod: torch.Tensor, t: float) -> float:
     """The noise level sigma = sqrt((1 - a) / a) of a (fractional) timestep ``t``, linear in log sigma
@@ -81,6 +83,17 @@ def fit_hint(hint: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(hint.float(), size=(height, width), mode="nearest-exact")
 
 
+def check_hint_frames(control: Control, frames: int) -> None:
+    """Refuse a hint whose frame count is not the video's, before sampling: repeating 2 hints over 4
+    frames would steer frames 3-4 with the wrong pose/edges, not what was asked."""
+    have = control.hint.shape[0]
+    if have != frames:
+        raise InputError(
+            f"the ControlNet hint has {have} frame(s) but the video has {frames}: give one hint image per frame "
+            f"(e.g. load the hint video with {frames} frames, the same start and stride as the clip)"
+        )
+
+
 def residuals(control: Control, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> dict[str, Any]:
     """UNet kwargs with the ControlNet's residuals for folded latents ``x`` ``[B*F, C, h, w]``.
 
@@ -131,6 +144,7 @@ def controlnet_from_ldm(state_dict: Mapping[str, torch.Tensor], unet: nn.Module)
         )
     converted = convert_controlnet_checkpoint(dict(sd), {"layers_per_block": unet2d.config.layers_per_block})
     converted = {k: v for k, v in converted.items() if v is not None}
+    _check_base(sd, model, converted, unet2d.config)
     missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(
@@ -141,3 +155,28 @@ def controlnet_from_ldm(state_dict: Mapping[str, torch.Tensor], unet: nn.Module)
     return (
         nn.Module.to(model, p.device, p.dtype).eval().requires_grad_(False)
     )  # nn.Module.to: no diffusers dtype warning
+
+
+#: the base model families by the width of the text embeddings their cross-attention takes
+FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def _base(context: int, channels: int) -> str:
+    family = FAMILIES.get(context, "another base")
+    return f"{family} ({context}-wide text embeddings, {channels} channels in its first block)"
+
+
+def _check_base(sd: Mapping[str, torch.Tensor], model: ControlNetModel, converted: Mapping, config: Any) -> None:
+    """Refuse a ControlNet made for another base model than the pipeline's, naming both, before its
+    weights are assigned (torch would say only "size mismatch for ..." of some tensor)."""
+    shapes = model.state_dict()
+    if all(k not in shapes or shapes[k].shape == v.shape for k, v in converted.items()):
+        return
+    attn = next((v for k, v in sd.items() if k.endswith("attn2.to_k.weight")), None)
+    first = sd.get("input_blocks.0.0.weight")
+    theirs = _base(int(attn.shape[1]) if attn is not None else 0, int(first.shape[0]) if first is not None else 0)
+    ours = _base(int(config.cross_attention_dim), int(config.block_out_channels[0]))
+    raise InputError(
+        f"this ControlNet was made for {theirs}, but the pipeline's base model is {ours}: "
+        "load a ControlNet made for this base model"
+    )

@@ -14,7 +14,7 @@ import torch
 from diffusers import DDPMScheduler
 from einops import rearrange
 
-from .control import Control, fold, residuals
+from .control import Control, check_hint_frames, fold, residuals
 from .out_of_memory import releases_memory
 from .pipeline import Pipeline
 from .progress import ProgressFn, report
@@ -30,10 +30,15 @@ def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
 
 
 def ddim_timesteps(num_train_timesteps: int, steps: int, offset: int = 1) -> list[int]:
-    """Descending DDIM timesteps with "leading" spacing, as the reference (50 -> 981..1)."""
+    """Descending DDIM timesteps with "leading" spacing, as the reference (50 -> 981..1).
+
+    The offset shrinks where it would push the top timestep past the last trained one: 1000 steps
+    over 1000 timesteps are 999..0 (diffusers with ``steps_offset=1`` asks for t=1000 and crashes).
+    """
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be between 1 and {num_train_timesteps}, got {steps}")
     ratio = num_train_timesteps // steps
+    offset = min(offset, num_train_timesteps - 1 - (steps - 1) * ratio)
     return [i * ratio + offset for i in reversed(range(steps))]
 
 
@@ -219,6 +224,8 @@ def sample(
         c = pipe.unet.config.in_channels
         latents = torch.randn((1, c, frames, height // k, width // k), generator=gen)
     _check_latents(latents)
+    if control is not None:
+        check_hint_frames(control, latents.shape[2])  # windows then slice each window's own hints
     ac, ts, ratio, final = _schedule(pipe, steps)
     x = latents.to(device, torch.float32)
     cond = prompt_embeds[:1].to(device)

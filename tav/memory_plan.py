@@ -25,13 +25,17 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
+from .job_size import check_job_size, memory_budget, module_bytes
 from .memory_probe import LiveBytes, emulation
+from .validation import InputError, check_input_file
 
 KINDS = ("tune", "invert", "sample")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -106,7 +110,7 @@ def read_configs(path: Optional[str]) -> ModelConfigs:
     if path is None:
         return base
     p = Path(path)
-    if p.is_file():
+    if p.exists() and not p.is_dir():
         return _single_file_configs(p, base)
     if not p.is_dir():
         raise ValueError(f"--model {path}: no such folder or file; give a diffusers folder or a .safetensors file")
@@ -133,12 +137,37 @@ def read_configs(path: Optional[str]) -> ModelConfigs:
 
 
 def _single_file_configs(p: Path, base: ModelConfigs) -> ModelConfigs:
-    from safetensors import safe_open
+    """SD1.5's configs, or SD2's text encoder and cross-attention when the header's keys say so.
 
+    Only the header is read, so it is checked here: damaged files and the pack's own small files
+    (tuned weights, latents), which are not base models and would otherwise plan as SD1.5, are refused.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    check_input_file(p, "--model")
     if p.suffix != ".safetensors":
         raise ValueError(f"{p}: the planner reads diffusers folders and .safetensors files (header only)")
-    with safe_open(str(p), framework="pt") as f:
-        keys = list(f.keys())
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            keys, meta = list(f.keys()), f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise ValueError(
+            f"--model {p} is not a readable .safetensors file ({reason}): it may be truncated or damaged; "
+            "download it again"
+        ) from None
+    kind = meta.get("format", "")
+    if kind.startswith(("tav-tuned/", "tav-latents/")):
+        what = "tuned weights" if kind.startswith("tav-tuned/") else "inverted latents"
+        raise ValueError(
+            f"--model {p} holds Tune-A-Video {what} (format {kind}), not a base model: plan the Stable "
+            "Diffusion checkpoint they were made with (tuned weights replace tensors the plan already counts)"
+        )
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise ValueError(
+            f"--model {p} is not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors "
+            f"among its {len(keys)}); give an SD 1.x/2.x checkpoint or a diffusers folder"
+        )
     if any(k.startswith("cond_stage_model.model.") for k in keys):  # OpenCLIP-H: SD 2.x
         text = json.loads((ASSETS / "open_clip_h_text_config.json").read_text())
         unet = {**base.unet, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20]}
@@ -360,49 +389,86 @@ class Planner:
 
     def largest_fitting(self, job: Job, budget: int) -> dict[str, Any]:
         """The most frames at ``job``'s size, and the largest size (aspect kept, sides multiples of 64)
-        at ``job``'s frames, whose :attr:`Plan.total` fits ``budget`` bytes; None where nothing does."""
+        at ``job``'s frames, whose :attr:`Plan.total` fits ``budget`` bytes; None where nothing does.
+
+        Each answer costs at most :data:`SEARCH_PLANS` plans (one plan takes seconds to a minute, about
+        the same at any size), so the time is bounded for any job."""
         return {"frames": self._max_frames(job, budget), "size": self._max_size(job, budget)}
 
-    def _fits(self, job: Job, budget: int) -> bool:
-        return self.plan(job).total <= budget
-
     def _max_frames(self, job: Job, budget: int) -> Optional[int]:
-        """Peak memory is close to linear in frames: extrapolate from two plans, then gallop and
-        bisect from that guess to the exact edge (a few plans)."""
+        frames = list(range(1, MAX_FRAMES + 1))
 
-        def fits(f: int) -> bool:
-            return self._fits(dataclasses.replace(job, frames=f), budget)
+        def total(f: int) -> int:
+            return self.plan(dataclasses.replace(job, frames=f)).total
 
-        a, b = (self.plan(dataclasses.replace(job, frames=n)).total for n in (1, 2))
-        if a > budget:
-            return None
-        guess = max(1, min(MAX_FRAMES, int(1 + (budget - a) / max(1.0, b - a))))
-        lo, hi = (guess, None) if fits(guess) else (1, guess)  # lo fits, hi does not
-        step = 1
-        while hi is None:
-            nxt = min(MAX_FRAMES, lo + step)
-            if nxt == lo:
-                return lo
-            lo, hi = (nxt, None) if fits(nxt) else (lo, nxt)
-            step *= 2
-        step = 1
-        while hi - lo > 1 and lo == 1 and hi - step > 1:  # gallop down from a guess that was too high
-            if fits(hi - step):
-                lo = hi - step
-                break
-            hi, step = hi - step, step * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        return lo
+        i = largest_within(frames, total, budget, start=min(job.frames, MAX_FRAMES) - 1)
+        return None if i is None else frames[i]
 
     def _max_size(self, job: Job, budget: int) -> Optional[tuple[int, int]]:
         longer = max(job.width, job.height)
-        for m in range(max(1, longer // 64), 0, -1):
-            w, h = (max(64, round(side * m / longer) * 64) for side in (job.width, job.height))
-            if self._fits(dataclasses.replace(job, width=w, height=h), budget):
-                return w, h
+        sizes = sorted(
+            {tuple(max(64, round(side * m / longer) * 64) for side in (job.width, job.height))
+             for m in range(1, max(1, longer // 64) + 1)},
+            key=lambda wh: wh[0] * wh[1],
+        )  # fmt: skip
+
+        def total(wh: tuple[int, int]) -> int:
+            return self.plan(dataclasses.replace(job, width=wh[0], height=wh[1])).total
+
+        own = (job.width, job.height)
+        i = largest_within(
+            sizes, total, budget, x=lambda wh: wh[0] * wh[1], start=sizes.index(own) if own in sizes else None
+        )
+        return None if i is None else sizes[i]
+
+
+#: the most plans one "what fits" answer may take; past it the largest size or count known to fit is given
+SEARCH_PLANS = 6
+
+
+def largest_within(
+    items: list[Any],
+    cost: Callable[[Any], int],
+    budget: int,
+    *,
+    x: Callable[[Any], float] = float,
+    start: Optional[int] = None,
+) -> Optional[int]:
+    """The index of the last of ``items`` whose ``cost`` (increasing along the list) is within ``budget``;
+    None if the first is not. At most :data:`SEARCH_PLANS` calls of ``cost``; ``start``: an index whose
+    cost is known to be cheap to ask (the job's own plan), tried second.
+
+    Why not bisection: memory is close to linear in frames and in pixels (``x``), so a guess
+    interpolated from the nearest known points lands on or next to the edge, and the next call
+    confirms it (typically 3-4 calls where bisection over 1024 frames takes 10). When two guesses in a
+    row fall on the same side of the edge (a bent cost), the next one bisects. If the calls run out before the edge is
+    pinned, the last index known to fit is returned: surely within budget, maybe not the largest.
+    """
+    known: dict[int, int] = {}
+
+    def fits(i: int) -> bool:
+        known[i] = cost(items[i])
+        return known[i] <= budget
+
+    if not fits(0):
         return None
+    lo, hi = 0, len(items)  # items[lo] fits; items[hi] does not (len(items): none known not to)
+    sides: list[bool] = []  # whether each interpolated guess fitted
+    while hi - lo > 1 and len(known) < SEARCH_PLANS:
+        if len(known) == 1:
+            guess = start if start is not None and lo < start < hi else hi - 1
+        elif sides[-2:] in ([True, True], [False, False]) and hi < len(items):
+            guess = (lo + hi) // 2
+        else:  # a line (two known points) or parabola (three) through the points closest to the budget
+            near = sorted(known, key=lambda i: abs(known[i] - budget))[:3]
+            xs = [x(items[i]) / x(items[-1]) for i in near]
+            model = np.poly1d(np.polyfit(xs, [known[i] for i in near], len(near) - 1))
+            below = [i for i in range(lo + 1, hi) if model(x(items[i]) / x(items[-1])) <= budget]
+            guess = max(below, default=lo + 1)
+        ok = fits(guess)
+        lo, hi = (guess, hi) if ok else (lo, guess)
+        sides = [*sides, ok] if len(known) > 2 else []
+    return lo
 
 
 def split(job: Job, phases: dict[str, dict[str, int]], weights: int, n_train: int) -> Plan:
@@ -469,10 +535,6 @@ def job_for(
 def cuda_available(device: torch.device, resident: int) -> int:
     """Bytes a job may still take on ``device``: ``TAV_MEMORY_BUDGET_GB`` minus the weights already
     there, else the driver's free memory plus what torch's cache holds unused."""
-    import os
-
-    from .validation import memory_budget
-
     if os.environ.get("TAV_MEMORY_BUDGET_GB", "").strip():
         return (memory_budget(device) or 0) - resident
     free, _ = torch.cuda.mem_get_info(device)
@@ -521,8 +583,6 @@ def check_fits(
 
     ``device``: where the job will run, when the weights are not there yet (ComfyUI's manager loads a
     pipeline node's weights from the offload device only once the check has passed)."""
-    from .validation import InputError, module_bytes
-
     device = torch.device(device) if device is not None else pipe.device
     job = job_for(pipe, kind, frames, height, width, precision=precision, checkpointing=checkpointing, device=device)
     here = pipe.device
@@ -531,3 +591,36 @@ def check_fits(
     message = refusal(planner_for(configs_of(pipe)), job, resident, cuda_available(device, resident))
     if message:
         raise InputError(message)
+
+
+def check_pipeline_job(
+    pipe: Any,
+    frames: int,
+    height: int,
+    width: int,
+    kind: str,
+    *,
+    precision: str = "auto",
+    checkpointing: Optional[bool] = None,
+    device: Any = None,
+) -> None:
+    """Refuse a job for a loaded pipeline that cannot fit the device it runs on (``device``, default: where
+    its weights are): on CUDA the memory planner (:func:`check_fits`) against the free memory,
+    elsewhere :func:`tav.job_size.check_job_size`'s estimate. ``precision``/``checkpointing``: tuning's settings."""
+    param = next(pipe.unet.parameters())
+    target = torch.device(device) if device is not None else param.device
+    if target.type == "cuda":
+        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing, device=target)
+        return
+    weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
+    if kind == "tune":
+        weights += weights // 4  # trainable fp32 masters, grads and AdamW moments: a fraction of the UNet
+    check_job_size(
+        frames,
+        height,
+        width,
+        kind=kind,
+        device=target,
+        weight_bytes=weights,
+        dtype_bytes=param.element_size(),
+    )

@@ -217,11 +217,13 @@ def reference_sigmas(sigma_table: torch.Tensor, steps: int, offset: int = 1) -> 
     """The reference DDIM schedule as SIGMAS: sigma at each DDIM timestep, then sigma(t=0).
 
     The reference (``set_alpha_to_one=False``) ends at alpha_bar_0, not at a clean sample, so the
-    last sigma is ``sigma_table[0]`` (~0.029 for SD), not 0. ``steps + 1`` values, descending.
+    last sigma is ``sigma_table[0]`` (~0.029 for SD), not 0. ``steps + 1`` values, strictly
+    descending; only ``steps`` where the last timestep already is t=0 (1000 of 1000), because the
+    step from t=0 to alpha_bar_0 changes nothing and a zero-length step breaks multistep samplers.
     """
     n_train = int(sigma_table.shape[0])
     ts = ddim_timesteps(n_train, steps, offset)
-    idx = torch.tensor(ts + [0])
+    idx = torch.tensor(ts if ts[-1] == 0 else ts + [0])
     return sigma_table.double()[idx].float()
 
 

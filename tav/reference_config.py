@@ -8,6 +8,7 @@ each validation prompt, which is what its final validation does.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,11 +19,174 @@ import yaml
 
 from .editing import EditConfig, PhaseProgress, check_edit_config, tune_and_edit, write_edits
 from .tuning import TuneConfig, half_dtype
-from .validation import check_output_dir
+from .validation import MAX_FRAMES, MAX_SIDE, MAX_STEPS, MAX_TUNE_STEPS, SEED_MAX, InputError, check_output_dir
 from .windows import Windows
 
 #: ``on_edits(prompts, videos, source frames, samples folder) -> paths written``
 OnEdits = Callable[[Sequence[str], Sequence[torch.Tensor], torch.Tensor, Path], list[str]]
+
+
+class ConfigError(InputError):
+    """An official config with problems; ``problems`` holds one sentence each (the CLI prints a line per problem)."""
+
+    def __init__(self, path: Any, problems: list[str]) -> None:
+        self.problems = [f"{path}: {p}" for p in problems]
+        super().__init__("; ".join(self.problems))
+
+
+#: the most values a config may expand to through YAML aliases (the official ones hold about 40)
+MAX_YAML_VALUES = 10_000
+
+# The official config's schema (the reference's train.py arguments that this pack reads). A kind is
+# "str", "int", "number" (also a numeric string: YAML 1.1 reads 3e-5 as text), "bool", "strings" (a
+# list of strings). Keys the pack does not use (mixed_precision, use_8bit_adam, ...) are not checked.
+REQUIRED = "required"
+SCHEMA: dict[str, Any] = {
+    "pretrained_model_path": ("str", REQUIRED),
+    "output_dir": ("str", None),
+    "train_data": {
+        "video_path": ("str", REQUIRED),
+        "prompt": ("str", REQUIRED),
+        "n_sample_frames": ("int", REQUIRED, 1, MAX_FRAMES),
+        "width": ("int", REQUIRED, 8, MAX_SIDE),
+        "height": ("int", REQUIRED, 8, MAX_SIDE),
+        "sample_start_idx": ("int", None, 0, None),
+        "sample_frame_rate": ("int", None, 1, 10_000),
+    },
+    "validation_data": {
+        "prompts": ("strings", REQUIRED),
+        "video_length": ("int", None, 1, MAX_FRAMES),
+        "width": ("int", None, 8, MAX_SIDE),
+        "height": ("int", None, 8, MAX_SIDE),
+        "num_inference_steps": ("int", None, 1, MAX_STEPS),
+        "guidance_scale": ("number", None, 0, 100),
+        "use_inv_latent": ("bool", None),
+        "num_inv_steps": ("int", None, 1, MAX_STEPS),
+    },
+    "learning_rate": ("number", None, 1e-10, 1.0),
+    "adam_weight_decay": ("number", None, 0, 10),
+    "max_grad_norm": ("number", None, 0, None),
+    "max_train_steps": ("int", None, 0, MAX_TUNE_STEPS),
+    "trainable_modules": ("strings", None),
+    "seed": ("int", None, 0, SEED_MAX),
+    "gradient_checkpointing": ("bool", None),
+}
+_KINDS = {"str": "a string", "int": "a whole number", "number": "a number", "bool": "true or false",
+          "strings": "a list of strings"}  # fmt: skip
+
+
+def _brief(value: Any) -> str:
+    """A short description of a value for a message (bounded: a value may be a huge or recursive structure)."""
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problem(key: str, spec: tuple, value: Any) -> Optional[str]:
+    """What is wrong with ``value`` for ``spec`` (None: nothing)."""
+    kind, lo, hi = spec[0], *(list(spec[2:]) + [None, None])[:2]
+    if kind == "str" and not isinstance(value, str):
+        return f"{key} must be {_KINDS[kind]}, got {_brief(value)}"
+    if kind == "bool" and not isinstance(value, bool):
+        return f"{key} must be {_KINDS[kind]}, got {_brief(value)}"
+    if kind == "strings":
+        if isinstance(value, str):
+            return f'{key} must be a list of strings, got one string: write it as a list (- "..." on its own line)'
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"{key} must be {_KINDS[kind]}, got {_brief(value)}"
+        if not value:
+            return f"{key} is an empty list: nothing would be done; give at least one entry"
+        return None
+    if kind in ("int", "number"):
+        number = value
+        if kind == "number" and isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        wrong = isinstance(number, bool) or not isinstance(number, (int, float))
+        if wrong or (kind == "int" and not isinstance(number, int)) or not math.isfinite(number):
+            return f"{key} must be {_KINDS[kind]}, got {_brief(value)}"
+        if lo is not None and number < lo:
+            return f"{key} must be at least {lo}, got {number}"
+        if hi is not None and number > hi:
+            return f"{key} must be at most {hi}, got {number}"
+    return None
+
+
+def config_problems(cfg: Any) -> list[str]:
+    """Every way ``cfg`` (a loaded official config) breaks :data:`SCHEMA`, one sentence each."""
+    if not isinstance(cfg, dict):
+        return [f"expected a YAML mapping of settings (a Tune-A-Video config), got {_brief(cfg)}"]
+    problems = []
+
+    def walk(node: dict, schema: dict, prefix: str) -> None:
+        for key, spec in schema.items():
+            name = prefix + key
+            if key not in node:
+                required = isinstance(spec, dict) or spec[1] == REQUIRED
+                problems.extend(
+                    [f"{name} is missing: add it (every official config sets it, see official_examples/configs)"]
+                    if required
+                    else []
+                )
+            elif isinstance(spec, dict):
+                if isinstance(node[key], dict):
+                    walk(node[key], spec, name + ".")
+                else:
+                    problems.append(f"{name} must be a section (a mapping of settings), got {_brief(node[key])}")
+            else:
+                problems.extend(p for p in [_problem(name, spec, node[key])] if p)
+
+    walk(cfg, SCHEMA, "")
+    for section in ("train_data", "validation_data"):
+        for side in ("width", "height"):
+            value = cfg.get(section, {}).get(side) if isinstance(cfg.get(section), dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value % 8:
+                problems.append(f"{section}.{side} must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+    train, val = cfg.get("train_data"), cfg.get("validation_data")
+    if not problems and val.get("video_length", train["n_sample_frames"]) != train["n_sample_frames"]:
+        problems.append("validation_data.video_length must equal train_data.n_sample_frames (the inverted latents)")
+    return problems
+
+
+def _safe_yaml(text: str, path: Any) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs: values reachable through aliases are counted on the
+    parsed node graph (never expanded), so a few lines that would expand to billions are refused at once."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _count_values(root: yaml.Node, path: Any) -> None:
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(path, ["a YAML alias refers to itself (a recursive structure): write the values out"])
+        active.add(key)
+        children = node.value if isinstance(node.value, list) else []
+        items = [c for pair in children for c in pair] if isinstance(node, yaml.MappingNode) else children
+        sizes[key] = min(1 + sum(size(c) for c in items), MAX_YAML_VALUES + 1)
+        active.discard(key)
+        return sizes[key]
+
+    if size(root) > MAX_YAML_VALUES:
+        raise ConfigError(
+            path,
+            [f"its YAML aliases expand to more than {MAX_YAML_VALUES} values (an alias bomb?): write the values out"],
+        )
 
 
 def _set(cfg: dict, dotted: str, raw: str) -> None:
@@ -30,26 +194,36 @@ def _set(cfg: dict, dotted: str, raw: str) -> None:
     node = cfg
     for key in parents:
         if not isinstance(node.get(key), dict):
-            raise ValueError(f"--set {dotted}: {key!r} is not a section of the config")
+            raise InputError(f"--set {dotted}: {key!r} is not a section of the config")
         node = node[key]
     if leaf not in node:
-        raise ValueError(f"--set {dotted}: the config has no key {leaf!r}")
-    node[leaf] = yaml.safe_load(raw)
+        raise InputError(f"--set {dotted}: the config has no key {leaf!r}")
+    node[leaf] = _safe_yaml(raw, f"--set {dotted}")
 
 
 def load_reference_config(path: str | os.PathLike, overrides: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """An official config, loaded with ``yaml.safe_load`` (aliases bounded), ``--set`` overrides applied, and
+    checked against :data:`SCHEMA`: every problem is reported at once, before any work."""
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path} is not a Tune-A-Video config: expected a YAML mapping")
-    for key in ("pretrained_model_path", "train_data", "validation_data"):
-        if key not in cfg:
-            raise ValueError(f"{path} is not a Tune-A-Video config: it has no {key!r}")
-    for k, v in (overrides or {}).items():
-        _set(cfg, k, v)
+            text = f.read()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a text file (not UTF-8): give an official Tune-A-Video YAML config") from None
+    try:
+        cfg = _safe_yaml(text, path)
+        if isinstance(cfg, dict):
+            for k, v in (overrides or {}).items():
+                _set(cfg, k, v)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        why = " ".join(str(getattr(e, "problem", None) or e).split())[:160]
+        raise InputError(
+            f"{path} is not valid YAML{at}: {why} (python tags and other custom types are refused)"
+        ) from None
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(path, problems)
     return cfg
 
 
@@ -118,15 +292,10 @@ def run_reference_config(
     if not os.path.exists(model):
         raise FileNotFoundError(f"model {model!r} not found locally; pass --pretrained PATH (no downloads here)")
     train, val = cfg["train_data"], cfg["validation_data"]
-    try:
-        ecfg = edit_config(cfg)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{config_path}: a setting is not a number ({e})") from None
+    ecfg = edit_config(cfg)  # the schema has checked every type
     check_edit_config(ecfg)
     out = Path(output_dir or cfg.get("output_dir", "outputs"))
     check_output_dir(out)
-    if int(val.get("video_length", train["n_sample_frames"])) != int(train["n_sample_frames"]):
-        raise ValueError("validation_data.video_length must equal train_data.n_sample_frames (inverted latents)")
     clip = read_video(
         _find_video(train["video_path"], config_path, video_dir),
         n_frames=int(train["n_sample_frames"]) if whole_clip_overlap is None else 0,

@@ -16,11 +16,9 @@ Rules for requests that cannot be met exactly (one place, so the CLI and nodes a
   words; Stable Diffusion itself always truncated, so refusing would break common prompts;
 - non-finite numbers anywhere (settings, weights, latents, loss, sampler state): an error.
 
-Job size: :func:`check_job_size` compares a simple estimate of the memory a job needs (documented
-in :func:`estimate_job_bytes`: weights + activations per pixel-frame + one frame of VAE work) with
-the memory the device has, and says what would fit. ``TAV_MEMORY_BUDGET_GB`` overrides the budget
-(shared machines, tests). On CUDA, :func:`check_pipeline_job` asks the memory planner
-(:mod:`tav.memory_plan`) instead, against the memory free on the GPU.
+Job sizes (will it fit in memory?) are the planner's business, not this module's: see
+:mod:`tav.job_size` (a simple estimate) and :mod:`tav.memory_plan` (the planner), which import this
+module and never the other way round.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
@@ -40,15 +39,10 @@ __all__ = [
     "check_finite_tensor",
     "check_finite_tensors",
     "check_input_file",
-    "check_job_size",
     "check_number",
     "check_output_dir",
     "check_output_file",
-    "check_pipeline_job",
     "check_seed",
-    "estimate_job_bytes",
-    "memory_budget",
-    "module_bytes",
     "os_error_message",
     "warn",
 ]
@@ -204,7 +198,8 @@ def _check_writable_parent(folder: str, text: str, what: str) -> None:
 
 
 def check_input_file(path: Any, what: str = "file") -> str:
-    """The absolute path of an existing, readable, non-empty regular file."""
+    """The absolute path of an existing, readable, non-empty regular file (devices and pipes are refused:
+    their size reads 0 and reading them never ends or blocks)."""
     text = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{what} path is empty")
@@ -213,11 +208,20 @@ def check_input_file(path: Any, what: str = "file") -> str:
         raise FileNotFoundError(f"{what} not found: {text}")
     if os.path.isdir(full):
         raise InputError(f"{what} {text!r} is a folder, expected a file")
+    mode = os.stat(full).st_mode  # stat, not open: a FIFO would block until someone writes to it
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{what} {text!r} is {_special_kind(mode)}, not a regular file; give a file saved on disk")
     if not os.access(full, os.R_OK):
         raise InputError(f"{what} {text!r} is not readable (permission denied)")
     if os.path.getsize(full) == 0:
         raise InputError(f"{what} {text!r} is empty (0 bytes): it was not written completely; re-create it")
     return full
+
+
+def _special_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``/dev/zero`` is a character device, endless and sizeless)."""
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"))
+    return next((name for test, name in kinds if test(mode)), "a socket or other special file")
 
 
 def os_error_message(path: str, err: OSError, action: str = "write") -> str:
@@ -252,169 +256,3 @@ def check_finite_tensors(tensors: Mapping[str, Any], where: str, *, hint: str = 
     """Check every tensor of a state dict; the message names the first bad tensor and ``where`` it came from."""
     for key, value in tensors.items():
         check_finite_tensor(value, f"{where}: tensor {key!r}", hint=hint)
-
-
-# --- job size ------------------------------------------------------------------------------------
-
-#: bytes of activations per pixel-frame for the UNet part of a job, at 2-byte (fp16/bf16) precision.
-#: Deliberately low (a lower bound, not a forecast): only jobs that surely cannot fit are refused.
-#: sample/invert: one denoising forward (classifier-free guidance doubles the batch);
-#: tune: forward + backward with gradient checkpointing.
-ACTIVATION_BYTES = {"load": 0, "invert": 256, "sample": 512, "tune": 1024}
-#: VAE encode/decode runs one frame at a time; its peak per pixel of that frame at 2-byte precision
-VAE_BYTES_PER_PIXEL = 3072
-#: the RGB float32 frames themselves, plus one copy while stacking/resizing
-FRAME_BYTES_PER_PIXEL = 24
-
-
-def estimate_job_bytes(
-    frames: int,
-    height: int,
-    width: int,
-    *,
-    kind: str,
-    weight_bytes: int = 0,
-    dtype_bytes: int = 2,
-) -> int:
-    """A simple lower-bound estimate of the memory a job needs.
-
-    ``weights + frames*pixels*ACTIVATION_BYTES[kind]*s + pixels*VAE_BYTES_PER_PIXEL*s +
-    frames*pixels*FRAME_BYTES_PER_PIXEL`` with ``s = dtype_bytes / 2``; ``kind`` "load" (decode and
-    resize only), "tune", "invert" or "sample".
-    """
-    if kind not in ACTIVATION_BYTES:
-        raise ValueError(f"kind must be one of {sorted(ACTIVATION_BYTES)}, got {kind!r}")
-    pixels = int(height) * int(width)
-    scale = max(1, dtype_bytes) / 2
-    total = int(frames) * pixels * FRAME_BYTES_PER_PIXEL
-    if kind != "load":
-        total += int(frames * pixels * ACTIVATION_BYTES[kind] * scale)
-        total += int(pixels * VAE_BYTES_PER_PIXEL * scale)
-        total += int(weight_bytes)
-    return total
-
-
-def memory_budget(device: Any = "cpu") -> Optional[int]:
-    """Bytes a job may use on ``device``: ``TAV_MEMORY_BUDGET_GB`` if set, else the GPU's total memory,
-    else the RAM available now; None when unknown (then nothing is refused)."""
-    env = os.environ.get("TAV_MEMORY_BUDGET_GB", "").strip()
-    if env:
-        try:
-            return int(float(env) * 2**30)
-        except ValueError:
-            raise InputError(f"TAV_MEMORY_BUDGET_GB must be a number of GiB, got {env!r}") from None
-    import torch
-
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    if dev.type == "cuda":
-        try:
-            return int(torch.cuda.get_device_properties(dev).total_memory)
-        except (RuntimeError, AssertionError):
-            return None
-    return _available_ram()
-
-
-def _available_ram() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def check_job_size(
-    frames: int,
-    height: int,
-    width: int,
-    *,
-    kind: str,
-    device: Any = "cpu",
-    weight_bytes: int = 0,
-    dtype_bytes: int = 2,
-    budget: Optional[int] = None,
-) -> None:
-    """Refuse, before any work, a job whose estimated memory exceeds the device's; say what would fit."""
-    budget = memory_budget(device) if budget is None else budget
-    if budget is None:
-        return
-
-    def need(f: int, h: int, w: int) -> int:
-        return estimate_job_bytes(f, h, w, kind=kind, weight_bytes=weight_bytes, dtype_bytes=dtype_bytes)
-
-    wanted = need(frames, height, width)
-    if wanted <= budget:
-        return
-    fits = []
-    base, per_frame = need(0, height, width), need(1, height, width) - need(0, height, width)
-    max_frames = min(frames - 1, (budget - base) // per_frame) if per_frame > 0 and budget > base else 0
-    if max_frames >= 1:
-        fits.append(f"at {width}x{height} up to {max_frames} frame(s)")
-    scale = 1.0
-    while scale > 0.01:
-        scale *= 0.9
-        w8, h8 = max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
-        if need(frames, h8, w8) <= budget:
-            fits.append(f"{frames} frames at up to {w8}x{h8}")
-            break
-    dev = str(device)
-    advice = "; ".join(fits) if fits else "nothing of this kind fits; free memory or use a bigger device"
-    raise InputError(
-        f"this job ({frames} frames at {width}x{height}, {kind} on {dev}) needs at least about {_gib(wanted)}, "
-        f"but only {_gib(budget)} is available: would fit: {advice}. Lower the frame count or size"
-    )
-
-
-def module_bytes(*modules: Any) -> int:
-    """Bytes held by the parameters and buffers of ``modules`` (for :func:`check_job_size`)."""
-    total = 0
-    for m in modules:
-        for t in list(m.parameters()) + list(m.buffers()):
-            total += t.numel() * t.element_size()
-    return total
-
-
-def check_pipeline_job(
-    pipe: Any,
-    frames: int,
-    height: int,
-    width: int,
-    kind: str,
-    *,
-    precision: str = "auto",
-    checkpointing: Optional[bool] = None,
-    device: Any = None,
-) -> None:
-    """Refuse a job for a loaded pipeline that cannot fit the device it runs on (``device``, default: where
-    its weights are): on CUDA the memory planner (:mod:`tav.memory_plan`) against the free memory,
-    elsewhere :func:`check_job_size`'s estimate. ``precision``/``checkpointing``: tuning's settings."""
-    import torch
-
-    param = next(pipe.unet.parameters())
-    target = torch.device(device) if device is not None else param.device
-    if target.type == "cuda":
-        from .memory_plan import check_fits
-
-        check_fits(pipe, frames, height, width, kind, precision=precision, checkpointing=checkpointing, device=target)
-        return
-    weights = module_bytes(pipe.unet, pipe.vae, pipe.text_encoder)
-    if kind == "tune":
-        weights += weights // 4  # trainable fp32 masters, grads and AdamW moments: a fraction of the UNet
-    check_job_size(
-        frames,
-        height,
-        width,
-        kind=kind,
-        device=target,
-        weight_bytes=weights,
-        dtype_bytes=param.element_size(),
-    )

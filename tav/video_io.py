@@ -21,7 +21,10 @@ import dataclasses
 import errno
 import math
 import os
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any, Optional
 
 import imageio_ffmpeg
@@ -30,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .atomic import WriteError, atomic_output
+from .atomic import atomic_output, verify_written
+from .job_size import check_job_size
 from .progress import ProgressFn, report
 from .validation import (
     NonFiniteError,
     check_finite_tensor,
-    check_job_size,
+    check_input_file,
     check_output_file,
-    os_error_message,
     warn,
 )
 
@@ -92,10 +95,7 @@ def read_video(
     """
     path = os.fspath(path)
     _check_read_args(n_frames, start, stride, width, height, resize)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such video file: {path!r}")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path!r} is empty (0 bytes): not a video; upload or copy it again")
+    path = check_input_file(path, "video file")  # missing, empty, a device or a pipe: said so, never opened
     ext = os.path.splitext(path)[1].lower()
     source = _pillow_frames(path) if ext in PILLOW_READ_EXTS else _ffmpeg_frames(path)
     want = None if n_frames in (0, -1) else n_frames
@@ -233,21 +233,18 @@ def write_video(
     data = frames_to_uint8(frames)
     if data.ndim != 4 or data.shape[-1] != 3 or data.shape[0] < 1:
         raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(data.shape)}")
-    _, h, w, _ = data.shape
+    n, h, w, _ = data.shape
     if ext == ".mp4" and (w % 2 or h % 2):
         raise ValueError(
             f"mp4 (H.264 yuv420p) needs even width and height, got {w}x{h}; "
             "crop or resize to even sizes, or write .webp/.gif"
         )
     with atomic_output(path, ext) as tmp:
-        try:
-            _WRITERS[ext](tmp, data, fps, quality, lossless, callback)
-        except OSError:
-            raise
-        except (RuntimeError, ValueError) as err:
-            if "no space left" in str(err).lower():
-                raise WriteError(errno.ENOSPC, os_error_message(path, OSError(errno.ENOSPC, "full"))) from None
-            raise
+        _WRITERS[ext](tmp, data, fps, quality, lossless, callback)
+        if ext == ".mp4":
+            verify_written(tmp, path, lambda p: _mp4_reads_back(p, w, h))
+        else:
+            verify_written(tmp, path, lambda p: _pillow_reads_back(p, w, h, n))
     return path
 
 
@@ -410,26 +407,78 @@ def _as_float_frames(video: Frames) -> torch.Tensor:
 def _write_mp4(
     path: str, data: np.ndarray, fps: float, quality: int | None, lossless: bool, callback: Optional[ProgressFn]
 ) -> None:
+    """Pipe raw frames into ffmpeg (H.264) and raise when ffmpeg fails.
+
+    Why not ``imageio_ffmpeg.write_frames``: it never checks ffmpeg's exit status, so a full disk
+    gave a 0-byte mp4 reported as written. Here ffmpeg's own message decides the error.
+    """
     crf = DEFAULT_MP4_CRF if quality is None else round(51 * (100 - quality) / 100)
     _, h, w, _ = data.shape
-    writer = imageio_ffmpeg.write_frames(
-        path,
-        (w, h),
-        fps=fps,
-        codec="libx264",
-        pix_fmt_out="yuv420p",
-        quality=None,
-        macro_block_size=1,
-        ffmpeg_log_level="error",
-        output_params=["-crf", str(crf), "-movflags", "+faststart"],
+    rate = str(Fraction(fps).limit_denominator())
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    cmd += ["-s", f"{w}x{h}", "-r", rate, "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    cmd += ["-crf", str(crf), "-movflags", "+faststart", path]
+    # a session of its own: Ctrl-C reaches Python, which then stops ffmpeg (below)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
-    writer.send(None)
+    assert proc.stdin is not None and proc.stderr is not None
+    err_pipe, stderr = proc.stderr, []
+    drain = threading.Thread(target=lambda: stderr.append(err_pipe.read()), daemon=True)
+    drain.start()
     try:
         for i, frame in enumerate(data):
-            writer.send(frame)
+            try:
+                proc.stdin.write(frame.tobytes())
+            except BrokenPipeError:
+                break  # ffmpeg gave up; its exit status and message say why
             report(callback, i + 1, len(data))
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     finally:
-        writer.close()  # flushes and waits for ffmpeg
+        drain.join()
+        err_pipe.close()
+    if proc.returncode != 0:
+        raise _ffmpeg_error(proc.returncode, b"".join(stderr).decode(errors="replace"))
+
+
+def _ffmpeg_error(code: int, text: str) -> OSError:
+    """An OSError for a failed ffmpeg run: its errno when ffmpeg names one, else its last message line."""
+    for err in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+        if os.strerror(err).lower() in text.lower():
+            return OSError(err, os.strerror(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return OSError(errno.EIO, f"ffmpeg failed with exit status {code}" + (f": {lines[-1]}" if lines else ""))
+
+
+def _mp4_reads_back(path: str, width: int, height: int) -> None:
+    """The first frame decodes at the written size."""
+    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+        if tuple(meta["size"]) != (width, height):
+            raise ValueError(f"{meta['size'][0]}x{meta['size'][1]} instead of {width}x{height}")
+        if len(next(reader)) != width * height * 3:
+            raise ValueError("the first frame is incomplete")
+    except StopIteration:
+        raise ValueError("no frame in it") from None
+    finally:
+        reader.close()
+
+
+def _pillow_reads_back(path: str, width: int, height: int, frames: int) -> None:
+    """Pillow opens it at the written size and frame count and decodes the first frame."""
+    with Image.open(path) as im:
+        if im.size != (width, height) or getattr(im, "n_frames", 1) != frames:
+            n = getattr(im, "n_frames", 1)
+            raise ValueError(f"{n} frames of {im.size[0]}x{im.size[1]} instead of {frames} of {width}x{height}")
+        im.seek(0)
+        im.load()
 
 
 def _pil_images(data: np.ndarray, callback: Optional[ProgressFn]) -> list[Image.Image]:

@@ -20,7 +20,7 @@ from safetensors.torch import save
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_output
+from .atomic import atomic_output, verify_written
 from .attention import ATTENTION_MODES
 from .inflation import NORMS, TEMPORAL_KEYS, VideoUNet, inflate, is_inflated, share_weights_copy
 from .pipeline import Pipeline
@@ -113,10 +113,20 @@ def save_tuned(
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str]) -> None:
-    """Serialise in memory, then write through :func:`tav.atomic.atomic_output` (umask, no partial file)."""
+    """Serialise in memory, write through :func:`tav.atomic.atomic_output` (umask, no partial file), read back."""
     data = save(tensors, metadata=meta)
+
+    def reads_back(tmp: str) -> None:
+        size = os.path.getsize(tmp)
+        if size != len(data):
+            raise ValueError(f"{size} of {len(data)} bytes on disk")
+        with safe_open(tmp, "pt") as f:
+            if set(f.keys()) != set(tensors):
+                raise ValueError("the tensor names differ from what was saved")
+
     with atomic_output(path, ".safetensors") as tmp:
         _write_file(tmp, data)
+        verify_written(tmp, path, reads_back)
 
 
 def _write_file(path: str, data: bytes) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -71,3 +75,39 @@ def files_under(root: Path) -> set[str]:
         for n in names:
             out.add(os.path.relpath(os.path.join(dirpath, n), root))
     return out
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size_kib: int = 512) -> Iterator[Path]:
+    """A real file system of ``size_kib`` (tmpfs) mounted at ``folder``, so every writer, ffmpeg included,
+    meets a genuine ENOSPC. Mounting needs root: a user's non-root run skips, saying why; as root (CI) a
+    failed mount fails the test, so the check cannot vanish where it is meant to run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0777", "tmpfs", str(folder)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as err:
+        done = subprocess.CompletedProcess(cmd, 1, "", str(err))
+    if done.returncode != 0:
+        why = f"a full disk needs a small tmpfs, and mounting one failed ({done.stderr.strip()})"
+        if os.geteuid() == 0:
+            pytest.fail(why)
+        pytest.skip(why + "; run as root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill_disk(folder: Path, leave_kib: int = 0) -> None:
+    """Fill ``folder``'s file system with a filler file, then free ``leave_kib`` (a write then fails part way)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    os.truncate(filler, max(0, filler.stat().st_size - leave_kib * 1024))

@@ -6,6 +6,7 @@ traceback, and that no file (not even a temp file) appeared anywhere under the c
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -82,6 +83,15 @@ def edit_args(env: dict[str, Path], tmp: Path, **kw: object) -> list[str]:
         "--inversion-steps": 2, "--sample-steps": 2, "--out-dir": tmp / "out",
     }  # fmt: skip
     return ["edit", *_flags(base, kw)]
+
+
+def plan_args(env: dict[str, Path], tmp: Path, **kw: object) -> list[str]:
+    return ["plan", *_flags({"--frames": 2, "--width": 64, "--height": 64}, kw)]
+
+
+def config_args(env: dict[str, Path], tmp: Path, **kw: object) -> list[str]:
+    config = kw.pop("config")
+    return ["config", str(config), *_flags({"--output-dir": tmp / "out"}, kw)]
 
 
 def _flags(base: Argv, kw: dict[str, object]) -> list[str]:
@@ -285,6 +295,53 @@ def under_a_file(env: dict[str, Path], tmp: Path) -> Path:
     return a_file(env, tmp) / "t.safetensors"
 
 
+def fifo(env: dict[str, Path], tmp: Path) -> Path:
+    f = _in(tmp, "pipe.mp4")
+    os.mkfifo(f)  # nobody writes to it: opening it to read would block forever
+    return f
+
+
+def sd_empty(env: dict[str, Path], tmp: Path) -> Path:
+    f = _in(tmp, "sd.safetensors")
+    f.write_bytes(b"")
+    return f
+
+
+def sd_truncated(env: dict[str, Path], tmp: Path) -> Path:
+    whole = _in(tmp, "whole.safetensors")
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)}, whole)
+    cut = truncated(whole, _in(tmp, "sd.safetensors"), 0.9)
+    whole.unlink()
+    return cut
+
+
+OFFICIAL = Path(__file__).resolve().parents[1] / "official_examples" / "configs" / "man-skiing.yaml"
+PROMPTS = re.compile(r"  prompts:\n(    - .*\n)+")
+
+
+def yaml_edit(old: str, new: str, regex: bool = False) -> Maker:
+    """A maker of the official man-skiing config with ``old`` replaced by ``new``."""
+
+    def make(env: dict[str, Path], tmp: Path) -> Path:
+        text = OFFICIAL.read_text()
+        changed = re.sub(old, new, text) if regex else text.replace(old, new)
+        assert changed != text, old
+        f = _in(tmp, "config.yaml")
+        f.write_text(changed)
+        return f
+
+    return make
+
+
+def yaml_bomb(env: dict[str, Path], tmp: Path) -> Path:
+    """Nine lines that expand to 9**9 (387 million) strings when walked: the "billion laughs"."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    f = _in(tmp, "config.yaml")
+    f.write_text("\n".join(lines) + "\n" + OFFICIAL.read_text().replace("n_sample_frames: 24", "n_sample_frames: *a8"))
+    return f
+
+
 Maker = Callable[[dict[str, Path], Path], Path]
 E = r"error: "
 
@@ -378,6 +435,35 @@ CASES: list[tuple[str, Callable[..., list[str]], dict[str, object], str]] = [
     ("latents-pickle", sample_args, {"latents": tuned_pickle}, r"not a readable \.safetensors"),
     # prompts
     ("prompt-nul", tune_args, {"prompt": "a\x00b"}, r"NUL character"),
+    # special files: not regular files, and never opened (a FIFO would block)
+    ("video-dev-zero", tune_args, {"video": "/dev/zero"}, r"video file '/dev/zero' is a character device, not a regular file"),
+    ("video-fifo", tune_args, {"video": fifo}, r"video file .*pipe\.mp4' is a named pipe, not a regular file"),
+    # latents fix the length and size: flags that contradict them are refused
+    ("sample-latents-frames", sample_args, {"frames": 8}, r"--frames 8 contradicts --latents .*holds 3 frames at 64x64: drop --frames"),
+    ("sample-latents-size", sample_args, {"width": 128, "height": 128, "frames": 8},
+     r"--frames 8, --width 128, --height 128 contradict --latents .*3 frames at 64x64: drop --frames and --width and --height"),
+    # the planner reads only a header: damaged files and the pack's own files are refused
+    ("plan-model-empty", plan_args, {"model": sd_empty}, r"--model .*sd\.safetensors' is empty \(0 bytes\)"),
+    ("plan-model-truncated", plan_args, {"model": sd_truncated}, r"--model .*sd\.safetensors is not a readable \.safetensors file.*truncated or damaged"),
+    ("plan-model-tuned", plan_args, {"model": lambda env, tmp: env["tuned"]}, r"holds Tune-A-Video tuned weights \(format tav-tuned/1\), not a base model: plan the Stable Diffusion checkpoint"),
+    ("plan-model-latents", plan_args, {"model": lambda env, tmp: env["latents"]}, r"holds Tune-A-Video inverted latents"),
+    ("plan-model-lora", plan_args, {"model": safetensors_not_sd}, r"not a single-file Stable Diffusion checkpoint"),
+    ("plan-model-dev-zero", plan_args, {"model": "/dev/zero"}, r"--model '/dev/zero' is a character device, not a regular file"),
+    # official configs: the schema, checked before any work
+    ("config-list-for-number", config_args, {"config": yaml_edit("n_sample_frames: 24", "n_sample_frames: [24, 25]")},
+     r"config\.yaml: train_data\.n_sample_frames must be a whole number, got a list of 2"),
+    ("config-missing-key", config_args, {"config": yaml_edit("  n_sample_frames: 24\n", "")},
+     r"train_data\.n_sample_frames is missing: add it"),
+    ("config-alias-bomb", config_args, {"config": yaml_bomb}, r"aliases expand to more than 10000 values \(an alias bomb\?\)"),
+    ("config-python-tag", config_args, {"config": yaml_edit("seed: 33", "seed: !!python/object/apply:os.system ['touch PWNED']")},
+     r"config\.yaml is not valid YAML at line \d+: could not determine a constructor for the tag .*python/object/apply"),
+    ("config-prompts-string", config_args, {"config": yaml_edit(PROMPTS, '  prompts: "a cat is skiing"\n', regex=True)},
+     r"validation_data\.prompts must be a list of strings, got one string: write it as a list"),
+    ("config-prompts-empty", config_args, {"config": yaml_edit(PROMPTS, "  prompts: []\n", regex=True)},
+     r"validation_data\.prompts is an empty list: nothing would be done"),
+    ("config-not-yaml", config_args, {"config": yaml_edit("train_data:", "train_data: [")}, r"is not valid YAML at line \d+"),
+    ("config-set-python-tag", config_args, {"config": lambda env, tmp: OFFICIAL, "set": "seed=!!python/name:os.system"},
+     r"is not valid YAML.*python/name:os\.system"),
 ]  # fmt: skip
 
 
@@ -402,3 +488,20 @@ def test_cli_refuses(env: dict[str, Path], tmp_path: Path, capsys: pytest.Captur
 
 def test_case_count() -> None:
     assert len(CASES) >= 60
+
+
+def test_config_reports_every_problem_on_its_own_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    text = (
+        OFFICIAL.read_text().replace("width: 512", "width: 500", 1).replace("guidance_scale: 12.5", "guidance_scale: x")
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(text.replace("seed: 33", "seed: -1").replace('  prompt: "a man is skiing"\n', ""))
+    assert main(["config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith(E)]
+    assert [re.sub(r"^error: .*c\.yaml: ", "", e) for e in errors] == [
+        "train_data.prompt is missing: add it (every official config sets it, see official_examples/configs)",
+        "validation_data.guidance_scale must be a number, got 'x'",
+        "seed must be at least 0, got -1",
+        "train_data.width must be a multiple of 8 (the VAE downsamples by 8), got 500",
+    ], errors
+    assert not (tmp_path / "out").exists()

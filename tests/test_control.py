@@ -139,3 +139,36 @@ def test_controlnet_from_original_layout(pipe) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="not a ControlNet"):
         controlnet_from_ldm({"x": torch.zeros(1)}, pipe.unet)
+
+
+def test_a_hint_per_frame_or_a_refusal(pipe) -> None:
+    """Two hints for a four-frame clip are refused (they used to be repeated over the frames silently)."""
+    from tav.control import check_hint_frames
+    from tav.validation import InputError
+
+    control = Control(_controlnet(pipe.unet, randomize=False), torch.rand(2, 64, 64, 3))
+    check_hint_frames(control, 2)
+    with pytest.raises(InputError, match=r"hint has 2 frame\(s\) but the video has 4: give one hint image per frame"):
+        check_hint_frames(control, 4)
+    # and the library's own sampler refuses too, before any step (it used to repeat the 2 hints over 4 frames)
+    video = inflate(pipe)
+    emb = video.encode_prompt("a clip")
+    with pytest.raises(InputError, match=r"hint has 2 frame\(s\) but the video has 4"):
+        ddim.sample(video, emb, frames=4, height=64, width=64, steps=1, control=control)
+
+
+def test_a_controlnet_for_another_base_model_is_named(pipe) -> None:
+    """A ControlNet whose tensors do not fit the pipeline says which base model each is for, not torch's
+    "size mismatch for ..."."""
+    from tav.validation import InputError
+    from tests.tiny import tiny_unet
+
+    other = tiny_unet(seed=3, cross_dim=48)
+    sd = controlnet_to_ldm(_controlnet(other, randomize=False), other)
+    with pytest.raises(InputError) as info:
+        controlnet_from_ldm(sd, inflate(pipe).unet)
+    message = str(info.value)
+    assert "size mismatch" not in message
+    assert "made for another base (48-wide text embeddings, 32 channels in its first block)" in message
+    assert "the pipeline's base model is another base (32-wide text embeddings, 32 channels" in message
+    assert message.endswith("load a ControlNet made for this base model")

@@ -207,7 +207,8 @@ def test_job_for_a_loaded_pipeline(configs) -> None:
 def test_check_plans_for_the_device_the_job_will_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ComfyUI loader leaves the weights on the offload device (the CPU) until a node runs: the check
     still plans a CUDA job, with no weights counted as already on the GPU."""
-    from tav.validation import InputError, check_pipeline_job
+    from tav.memory_plan import check_pipeline_job
+    from tav.validation import InputError
 
     pipe = inflate(tiny_pipeline())
     seen: dict = {}
@@ -222,3 +223,38 @@ def test_check_plans_for_the_device_the_job_will_run_on(monkeypatch: pytest.Monk
     assert seen == {"device": torch.device("cuda"), "resident": 0}
     assert mp.job_for(pipe, "invert", 4, 64, 64, device=torch.device("cuda")).device == "cuda"
     check_pipeline_job(pipe, 4, 64, 64, "invert")  # on the CPU: the simple estimate, which fits
+
+
+FRAMES = list(range(1, mp.MAX_FRAMES + 1))
+SIDES = list(range(1, 65))  # sizes: 64 px steps up to 4096, cost read along the pixel count
+
+
+@pytest.mark.parametrize(
+    ("items", "cost", "exact"),
+    [
+        (FRAMES, lambda f: 3_441_697_280 + 17_333_298_688 * f, True),  # SD1.5 tuning at 4096x4096 (planned)
+        (FRAMES, lambda f: 3_000 + 5 * f + f * f, True),  # the math kernel's temporal scores: quadratic
+        (FRAMES, lambda f: 5_000 + 40 * f - f * f // 60, True),  # bent the other way
+        (SIDES, lambda m: 2_500_000 + 3_000 * m * m, True),  # fused kernels: linear in pixels
+        (SIDES, lambda m: 2_500_000 + 30 * m * m + 20 * m**4, True),  # math kernel: quadratic in pixels
+        (FRAMES, lambda f: 1_000 + 900 * (f // 100), False),  # steps
+        (FRAMES, lambda f: 10**9 if f > 700 else f, False),  # a cliff
+    ],
+    ids=["linear", "quadratic", "concave", "pixels-flash", "pixels-math", "steps", "cliff"],
+)
+def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bool) -> None:
+    """Any increasing cost: at most SEARCH_PLANS plans and never an answer over budget; the exact edge
+    for the shapes memory takes (linear or quadratic in frames and in pixels)."""
+    x = (lambda m: m * m) if items is SIDES else float
+    calls: list[int] = []
+    for n in (1, 2, 5, 37, len(items) // 2, len(items) - 1, len(items)):
+        for budget in (cost(n), cost(n) + 1, cost(n + 1) - 1):
+            edge = max((i for i, m in enumerate(items) if cost(m) <= budget), default=None)
+            calls.clear()
+            i = mp.largest_within(items, lambda m: calls.append(m) or cost(m), budget, x=x, start=len(items) - 1)
+            assert len(calls) <= mp.SEARCH_PLANS, calls
+            assert (i is None) == (edge is None)
+            assert i is None or cost(items[i]) <= budget
+            if exact:
+                assert i == edge, (budget, i, edge, calls)
+    assert mp.largest_within(items, cost, cost(items[0]) - 1) is None

@@ -30,6 +30,16 @@ def test_reference_sigmas_are_the_reference_timesteps(steps: int) -> None:
     assert native.first_sigma(SIGMAS, steps) == pytest.approx(float(SIGMAS[ts[0]]), rel=1e-6)
 
 
+@pytest.mark.parametrize("steps", [999, 1000])
+def test_reference_sigmas_at_the_maximum_steps(steps: int) -> None:
+    """The DDIM Sigmas node's maximum: every trained noise level once, strictly descending, ending at sigma(0)."""
+    s = native.reference_sigmas(SIGMAS, steps).double()
+    assert s.shape == (1000,)  # 999 steps: t = 999..1 then 0; 1000 steps: t = 999..0
+    assert torch.allclose(s, SIGMAS.flip(0), rtol=1e-6)
+    assert bool((s[:-1] > s[1:]).all())
+    assert native.first_sigma(SIGMAS, steps) == pytest.approx(float(SIGMAS[999]), rel=1e-6)
+
+
 def test_thirty_steps_differ_from_a_uniform_thousand_grid() -> None:
     """Why the node exists: 30 steps start at t=958 (1 + 29*33), not at 999."""
     s = native.reference_sigmas(SIGMAS, 30)

@@ -16,13 +16,15 @@ import pytest
 import torch
 
 from tav import ddim, video_io, weights
+from tav.atomic import WriteError
 from tav.cli import main
 from tav.inflation import inflate
+from tav.job_size import check_job_size, estimate_job_bytes
 from tav.tuning import TuneConfig, tune
-from tav.validation import InputError, NonFiniteError, TavWarning, check_job_size, estimate_job_bytes
+from tav.validation import InputError, NonFiniteError, TavWarning
 from tav.video_io import read_video, write_video
 
-from .bad_inputs import files_under
+from .bad_inputs import files_under, fill_disk, small_disk
 from .test_cli import moving_square, save_diffusers_folder
 from .tiny import tiny_pipeline
 
@@ -265,6 +267,65 @@ def test_cli_full_disk_keeps_existing_file(
     assert len(line) == 1 and "disk is full" in line[0] and str(target.name) in line[0], err
     assert target.read_bytes() == b"EXISTING"
     assert files_under(out_dir) == before, "a partial or temp file was left behind"
+
+
+@pytest.mark.parametrize("output", ["tuned", "latents", "mp4", "gif"])
+def test_cli_on_a_really_full_disk(cli_env, tmp_path: Path, capsys: pytest.CaptureFixture, output: str) -> None:
+    """Every CLI writer against a real full disk (a small tmpfs, no mocks): exit 2, one line naming the
+    file, the old file of that name intact, no temp file. For the gif the disk keeps room for the mp4
+    written before it, so it is the gif that meets the full disk."""
+    common = cli_env["common"]
+    with small_disk(tmp_path / "disk") as disk:
+        if output == "tuned":
+            target = disk / "t.safetensors"
+            argv = ["tune", *common, "--prompt", "x", "--steps", "1", "--out", str(target)]
+        elif output == "latents":
+            target = disk / "inv.safetensors"
+            argv = ["invert", *common, "--tuned", str(cli_env["tuned"]), "--inversion-steps", "1", "--out", str(target)]
+        else:
+            target = disk / f"00-y.{output}"
+            argv = ["sample", "--model", str(cli_env["model"]), "--tuned", str(cli_env["tuned"]), "--prompt", "y"]
+            argv += ["--frames", "2", "--width", "64", "--height", "64", "--sample-steps", "1", "--out-dir", str(disk)]
+        leave_kib = 0
+        if output == "gif":  # room for this run's mp4 (deterministic), not for its gif
+            assert main(argv) == 0
+            mp4, gif = (disk / "00-y.mp4").stat().st_size, target.stat().st_size
+            leave_kib = 4 * -(-mp4 // 4096)
+            assert gif > leave_kib * 1024, "the gif must not fit where the mp4 does"
+            (disk / "00-y.mp4").unlink()
+        target.write_bytes(b"EXISTING")
+        fill_disk(disk, leave_kib)
+        before = files_under(disk) | ({"00-y.mp4"} if output == "gif" else set())
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        line = [x for x in err.splitlines() if x.startswith("error: ")]
+        assert line == [f"error: could not write {str(target)!r}: {FULL}"], err
+        assert target.read_bytes() == b"EXISTING"
+        assert files_under(disk) == before, "a partial or temp file was left behind"
+
+
+FULL = "the disk is full (no space left on device); free some space or choose another folder"
+
+
+@pytest.mark.parametrize("kind", ["tuned", "latents"])
+def test_weights_writers_read_back_what_they_wrote(
+    pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A write that silently stops half way (no error raised) is caught before it replaces the old file."""
+    target = tmp_path / f"{kind}.safetensors"
+    target.write_bytes(b"EXISTING")
+    real = weights._write_file
+    monkeypatch.setattr(weights, "_write_file", lambda path, data: real(path, data[: len(data) // 2]))
+    with pytest.raises(WriteError, match=r"does not read back \(\d+ of \d+ bytes on disk\)") as info:
+        if kind == "tuned":
+            weights.save_tuned(target, pipe)
+        else:
+            weights.save_latents(target, torch.zeros(1, 4, 2, 8, 8))
+    assert str(target) in str(info.value)
+    assert target.read_bytes() == b"EXISTING"
+    assert files_under(tmp_path) == {target.name}
 
 
 # --- Ctrl-C -----------------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ import torch
 from PIL import Image
 
 from tav import video_io
+from tav.atomic import WriteError
 from tav.validation import TavWarning
 from tav.video_io import frames_to_uint8, read_video, side_by_side, write_video
+
+from .bad_inputs import files_under, fill_disk, small_disk
 
 VIDEOS = Path(__file__).resolve().parents[1] / "official_examples" / "videos"
 
@@ -217,25 +220,59 @@ def test_write_errors_leave_nothing(tmp_path: Path, name: str, frames: np.ndarra
     assert os.listdir(tmp_path) == []
 
 
-def test_mp4_failure_mid_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mp4_failure_mid_write_keeps_old_file(tmp_path: Path) -> None:
+    """Cancel at the third frame: ffmpeg is stopped, its temp file removed, the old file kept."""
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"previous result")
-    real = imageio_ffmpeg.write_frames
 
-    def failing(*args, **kwargs):
-        gen = real(*args, **kwargs)  # real ffmpeg opens the temp file
-        gen.send(None)
-        yield
-        for _ in range(2):
-            gen.send((yield))
-        gen.close()
-        raise RuntimeError("disk full")
+    def cancel(done: int, total: int) -> None:
+        if done == 3:
+            raise RuntimeError("cancelled")
 
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_video(target, _moving_frames(), fps=8)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        write_video(target, _moving_frames(), fps=8, callback=cancel)
     assert target.read_bytes() == b"previous result"
     assert os.listdir(tmp_path) == ["clip.mp4"]
+
+
+@pytest.mark.parametrize("leave_kib", [0, 12], ids=["no-space", "space-for-part"])
+@pytest.mark.parametrize("ext", [".mp4", ".gif", ".webp"])
+def test_full_disk_fails_cleanly(tmp_path: Path, ext: str, leave_kib: int) -> None:
+    """A real full disk (a small tmpfs): one sentence naming the file, the old file intact, nothing left.
+
+    ffmpeg used to leave a 0-byte mp4 here and write_video reported success.
+    """
+    with small_disk(tmp_path / "disk") as disk:
+        target = disk / f"clip{ext}"
+        write_video(target, _moving_frames(2), fps=8)
+        existing = target.read_bytes()
+        fill_disk(disk, leave_kib)
+        before = files_under(disk)
+        noise = torch.rand(8, 64, 64, 3, generator=torch.Generator().manual_seed(0))  # incompressible: > 12 KiB
+        with pytest.raises(WriteError) as info:
+            write_video(target, noise, fps=8)
+        assert str(info.value) == (
+            f"could not write {str(target)!r}: the disk is full (no space left on device); "
+            "free some space or choose another folder"
+        )
+        assert target.read_bytes() == existing
+        assert files_under(disk) == before
+
+
+@pytest.mark.parametrize("written", [b"", b"\x00" * 512], ids=["empty", "garbage"])
+@pytest.mark.parametrize("ext", [".mp4", ".gif", ".webp"])
+def test_a_writer_that_reports_success_wrongly_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str, written: bytes
+) -> None:
+    """What was written is read back before it replaces anything: an empty or unreadable file is an error."""
+    target = tmp_path / f"clip{ext}"
+    target.write_bytes(b"previous result")
+    monkeypatch.setitem(video_io._WRITERS, ext, lambda path, *args: Path(path).write_bytes(written))
+    with pytest.raises(WriteError, match=r"nothing was written \(0 bytes\)|does not read back") as info:
+        write_video(target, _moving_frames(2), fps=8)
+    assert str(target) in str(info.value) and "retry" in str(info.value)
+    assert target.read_bytes() == b"previous result"
+    assert os.listdir(tmp_path) == [target.name]
 
 
 def test_pillow_failure_mid_write_keeps_no_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +290,7 @@ def test_pillow_failure_mid_write_keeps_no_partial(tmp_path: Path, monkeypatch: 
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no such video file"):
+    with pytest.raises(FileNotFoundError, match="video file not found"):
         read_video(tmp_path / "nope.mp4")
 
 

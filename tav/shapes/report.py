@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stats
+from .variants import LABELS
 
 #: metric -> (column title, digits, sign: +1 when larger is better)
 METRICS: dict[str, tuple[str, int, int]] = {
@@ -244,8 +245,6 @@ def fill_blocks(text: str, blocks: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m tav.shapes.report SUMMARY.json DOC.md...``: regenerate the docs' tables from a report."""
-    from .evaluate import LABELS  # here: evaluate imports this module
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("summary", type=Path, help="summary.json written by python -m tav.shapes.evaluate")
     ap.add_argument("docs", nargs="+", type=Path, help="markdown files with <!-- report:means/claims --> blocks")

@@ -67,3 +67,8 @@ def latent(server: Any, entry: dict, node: str) -> torch.Tensor:
     rec = entry["outputs"][node]["latents"][0]
     with safe_open(str(server.output / rec["subfolder"] / rec["filename"]), "pt") as f:
         return f.get_tensor("latent_tensor")
+
+
+def combo_options(decl: list) -> list:
+    """The options of a combo input in /object_info: a V1 list, or V3's ``["COMBO", {"options": [...]}]``."""
+    return decl[0] if isinstance(decl[0], list) else decl[1]["options"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from inprocess import REPO, boot_pack
 
@@ -57,8 +58,8 @@ def main() -> None:
 
     comfy.utils.set_progress_bar_global_hook(hook)
 
-    def result(r: object) -> tuple:
-        return r["result"] if isinstance(r, dict) else r
+    def result(r: Any) -> tuple:
+        return tuple(r.args)  # a V3 node's io.NodeOutput
 
     def registered(p: object) -> bool:
         return memory.is_loaded(memory.pipeline_patcher(p))
@@ -66,18 +67,18 @@ def main() -> None:
     frames = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(0))
     out: dict = {"vram_state": mm.vram_state.name}
     current.update(node="tune", pipe=pipe)
-    tuned, _ = result(TAV_Tune().tune(pipe, frames, "a clip", 2, 3e-5, 0, "attn1.to_q", "fp32", False))
+    tuned, _ = result(TAV_Tune.execute(pipe, frames, "a clip", 2, 3e-5, 0, "attn1.to_q", "fp32", False))
     out["after_tune"] = {"input": registered(pipe), "tuned": registered(tuned)}
     current.update(node="invert", pipe=tuned)
-    (inverted,) = result(TAV_DDIMInvert().invert(tuned, frames, 2))
+    (inverted,) = result(TAV_DDIMInvert.execute(tuned, frames, 2))
     out["after_invert"] = registered(tuned)
     current.update(node="sample", pipe=tuned)
-    TAV_Sample().sample(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted)
+    TAV_Sample.execute(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted)
     out["after_sample"] = registered(tuned)
     net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)).eval()
     control = Control(net, frames.clone())
     current.update(node="sample_control", control=control)
-    TAV_Sample().sample(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted, control=control)
+    TAV_Sample.execute(tuned, "a clip", "", 2, 7.5, 0.0, 0, 2, 32, 32, inverted=inverted, control=control)
     out["control_after_sample"] = memory.is_loaded(memory.patcher_for(control, {}))
     out["during"] = {k: sorted(v) for k, v in seen.items()}
     patcher = memory.pipeline_patcher(tuned)

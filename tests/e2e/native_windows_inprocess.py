@@ -161,14 +161,14 @@ def main() -> None:
 
     errors = {}
     for window, overlap in ((3, 3), (1, 0), (4, 5)):
-        errors[f"{window}/{overlap}"] = ctxw.TAV_ContextWindows.VALIDATE_INPUTS(window=window, overlap=overlap)
+        errors[f"{window}/{overlap}"] = ctxw.TAV_ContextWindows.validate_inputs(window=window, overlap=overlap)
     try:
         sample_native(windowed(Windows(FRAMES + 1, 1)))
         errors["longer_than_clip"] = ""
     except ValueError as e:
         errors["longer_than_clip"] = str(e)
     try:
-        ctxw.TAV_ContextWindows().apply(model, 3, 1, True, ctxw.TAV_FUSE)
+        ctxw.TAV_ContextWindows.execute(model, 3, 1, True, ctxw.TAV_FUSE)
         errors["not_tuned"] = ""
     except ValueError as e:
         errors["not_tuned"] = str(e)

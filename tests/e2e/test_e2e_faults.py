@@ -1,4 +1,5 @@
-"""A full disk during Save Tuned and Save Video (ENOSPC raised by the writer), on the real node classes.
+"""A full disk during Save Tuned and Save Video (ENOSPC raised by the writer, and a real full tmpfs),
+on the real node classes.
 
 The node classes run in-process against the host's own ``folder_paths`` (no server: a live server
 cannot be made to fail its writes from outside). Each fault must give a clean message naming the
@@ -20,7 +21,7 @@ from comfy_host import COMFY_DIR, REPO
 
 from tav import video_io, weights
 from tav.inflation import inflate
-from tests.bad_inputs import files_under
+from tests.bad_inputs import files_under, fill_disk, small_disk
 from tests.tiny import tiny_pipeline
 
 
@@ -80,15 +81,15 @@ def _same_name_again(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("fmt", ["mp4", "gif", "webp"])
 def test_save_video_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
-    node = pack_nodes.TAV_SaveVideo()
+    node = pack_nodes.TAV_SaveVideo
     images = torch.rand(2, 64, 64, 3)
-    first = node.save(images, 8.0, fmt, "clip")["ui"]["images"][0]["filename"]
+    first = node.execute(images, 8.0, fmt, "clip").ui["images"][0]["filename"]
     existing = (folders["output"] / first).read_bytes()
     before = files_under(folders["output"])
     monkeypatch.setitem(video_io._WRITERS, f".{fmt}", _full_disk)
     _same_name_again(monkeypatch)
     with pytest.raises(OSError) as info:
-        node.save(images, 8.0, fmt, "clip")
+        node.execute(images, 8.0, fmt, "clip")
     msg = str(info.value)
     assert "disk is full" in msg and first in msg and "Traceback" not in msg, msg
     assert (folders["output"] / first).read_bytes() == existing
@@ -97,15 +98,42 @@ def test_save_video_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPat
 
 def test_save_tuned_full_disk(pack_nodes, folders, monkeypatch: pytest.MonkeyPatch) -> None:
     pipe = inflate(tiny_pipeline())
-    node = pack_nodes.TAV_SaveTuned()
-    first = node.save(pipe, "tuned")["result"][0]
+    node = pack_nodes.TAV_SaveTuned
+    first = node.execute(pipe, "tuned").args[0]
     existing = (folders["tuned"] / first).read_bytes()
     before = files_under(folders["tuned"])
     monkeypatch.setattr(weights, "_write_file", _full_disk)
     _same_name_again(monkeypatch)
     with pytest.raises(OSError) as info:
-        node.save(pipe, "tuned")
+        node.execute(pipe, "tuned")
     msg = str(info.value)
     assert "disk is full" in msg and first in msg, msg
     assert (folders["tuned"] / first).read_bytes() == existing
     assert files_under(folders["tuned"]) == before
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "gif", "webp"])
+def test_save_video_on_a_really_full_disk(
+    pack_nodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The output folder on a real full file system (a small tmpfs; ffmpeg meets ENOSPC itself)."""
+    import folder_paths
+
+    node = pack_nodes.TAV_SaveVideo
+    old_out = folder_paths.get_output_directory()
+    with small_disk(tmp_path / "disk") as disk:
+        folder_paths.set_output_directory(str(disk))
+        try:
+            first = node.execute(torch.rand(2, 64, 64, 3), 8.0, fmt, "clip").ui["images"][0]["filename"]
+            existing = (disk / first).read_bytes()
+            fill_disk(disk)
+            before = files_under(disk)
+            _same_name_again(monkeypatch)
+            with pytest.raises(OSError) as info:
+                node.execute(torch.rand(8, 64, 64, 3), 8.0, fmt, "clip")
+        finally:
+            folder_paths.set_output_directory(old_out)
+        msg = str(info.value)
+        assert "disk is full" in msg and first in msg and "Traceback" not in msg, msg
+        assert (disk / first).read_bytes() == existing
+        assert files_under(disk) == before

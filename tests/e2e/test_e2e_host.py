@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from comfy_client import ComfyClient
+from comfy_client import ComfyClient, status_messages
 from comfy_host import PACK_LINK, ComfyServer
-from helpers import API_DIR, UI_DIR
+from helpers import API_DIR, UI_DIR, combo_options
 
 EXPECTED = {
-    "TAV_LoadVideo": {"video", "n_frames", "start", "stride", "width", "height", "resize", "images", "path"},
+    "TAV_LoadVideo": {
+        "video", "n_frames", "start", "stride", "width", "height", "resize", "images", "path", "source_video",
+    },
     "TAV_LoadCheckpoint": {"model", "prediction_type", "precision"},
     "TAV_FromComfyModels": {"model", "clip", "vae", "precision"},
     "TAV_Inflate": {"pipeline", "norm", "attention", "seed"},
@@ -54,7 +56,10 @@ def test_object_info_lists_every_node(client: ComfyClient) -> None:
                 assert len(decl) > 1 and decl[1].get("tooltip"), f"{node}.{name} has no tooltip"
     assert set(info["TAV_Sample"]["output"]) == {"IMAGE", "LATENT"}
     assert info["TAV_LoadVideo"]["input"]["required"]["video"][1].get("video_upload") is True
-    assert "tav-shapes" in str(info["TAV_LoadCheckpoint"]["input"]["required"]["model"][0])
+    assert "diffusers/tav-shapes" in combo_options(info["TAV_LoadCheckpoint"]["input"]["required"]["model"])
+    assert info["TAV_LoadVideo"]["output"] == ["IMAGE", "INT", "FLOAT", "VIDEO"]
+    assert info["TAV_LoadVideo"]["output_name"] == ["frames", "frame_count", "fps", "clip"]
+    assert info["TAV_Tune"]["output_name"] == ["tuned_pipeline", "loss_curve"]
     assert info["TAV_SaveVideo"]["output_node"] is True
     assert info["TAV_ApplyToModel"]["output"] == ["MODEL"]
     assert info["TAV_InvertedToLatent"]["output"] == ["LATENT"]
@@ -97,7 +102,7 @@ def test_bundled_example_clips_load(client: ComfyClient) -> None:
     """The paper's clips ship with the pack: Load Video lists them and every workflow's clip is one of them."""
     import json
 
-    choices = client.object_info()["TAV_LoadVideo"]["input"]["required"]["video"][0]
+    choices = combo_options(client.object_info()["TAV_LoadVideo"]["input"]["required"]["video"])
     examples = {c for c in choices if c.startswith("tav-examples/")}
     assert examples == {f"tav-examples/{n}.mp4" for n in ("car-turn", "man-skiing", "man-surfing", "rabbit-watermelon")}
     used = set()
@@ -121,7 +126,13 @@ def test_bundled_example_clips_load(client: ComfyClient) -> None:
     _pid, entry = client.run(prompt, timeout=120)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(entry["outputs"]["2"]["images"]) == 2
-    # only the listed names resolve: a crafted name is refused by validation, nothing is opened
+    # only the listed names resolve: a crafted name is refused, by the host's list check (V3 combos, ~0.33 on)
+    # or by the node before it opens anything
     prompt["1"]["inputs"]["video"] = "tav-examples/../../../etc/passwd"
     status, body = client.request("POST", "/prompt", {"prompt": prompt, "client_id": client.client_id})
-    assert status == 400 and "1" in body["node_errors"], body
+    if status == 200:
+        entry = client.wait(body["prompt_id"], timeout=60)
+        err = status_messages(entry)["execution_error"]
+        assert err["node_id"] == "1" and "is not a video file inside" in err["exception_message"], err
+    else:
+        assert status == 400 and "1" in body["node_errors"], body

@@ -21,7 +21,7 @@ from comfy_client import ComfyClient, PromptRejected, error_text, status_message
 from comfy_host import MEMORY_BUDGET_GB, ComfyServer
 from helpers import TEST_CLIP
 
-from tav.validation import estimate_job_bytes
+from tav.job_size import estimate_job_bytes
 from tests.bad_inputs import (
     evil_pickle,
     files_under,
@@ -33,6 +33,8 @@ from tests.bad_inputs import (
 
 #: the unit tests' tiny random model (fast on a loaded CPU); created by the ``rel`` fixture
 MODEL = "diffusers/rel-tiny"
+#: the conftest's tiny SD1.5-shaped checkpoint and its ControlNet (SD 1.x shapes: they do not fit MODEL)
+SD15, SD15_CONTROLNET = "tiny_sd15.safetensors", "tiny_sd15_controlnet.safetensors"
 LONG_CLIP = "tav_rel_long.mp4"
 
 
@@ -109,11 +111,20 @@ def controlnet_prompt(name: str) -> dict:
     return p
 
 
+def controlnet_hint_prompt(hint_frames: int, frames: int) -> dict:
+    """The tiny SD1.5 checkpoint with its own ControlNet (they fit), ``hint_frames`` hints for ``frames`` frames."""
+    p = controlnet_prompt(SD15_CONTROLNET)
+    p["1"]["inputs"]["model"] = f"checkpoints/{SD15}"
+    p["3"]["inputs"]["frames"] = frames
+    p["7"]["inputs"]["n_frames"] = hint_frames
+    return p
+
+
 # --- fixtures ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def rel(comfy_server: ComfyServer, client: ComfyClient) -> dict[str, object]:
+def rel(comfy_server: ComfyServer, client: ComfyClient, controlnet: str, tiny_sd15: str) -> dict[str, object]:
     """Bad files in the server's folders, and one good tuned file of the shapes model to corrupt."""
     from tiny_models import make_clip, make_tiny_diffusers
 
@@ -228,6 +239,11 @@ API_CASES: list[tuple[str, Make, str]] = [
     ("checkpoint-ckpt-pickle", lambda: checkpoint_prompt("checkpoints/rel_evil.ckpt"), r"refused to load .*rel_evil\.ckpt"),
     ("diffusers-bin-pickle", lambda: checkpoint_prompt("diffusers/rel-pickled"), r"refused to load .*unet/diffusion_pytorch_model\.bin"),
     ("controlnet-pickle", lambda: controlnet_prompt("rel_evil.pth"), r"(?i)weights_only|unpickl|unsupported global"),
+    ("controlnet-other-base", lambda: controlnet_prompt(SD15_CONTROLNET),
+     r"^TAV_ControlNet: this ControlNet was made for SD 1\.x \(768-wide text embeddings, 320 channels in its first "
+     r"block\), but the pipeline's base model is another base \(32-wide text embeddings, 32 channels"),
+    ("controlnet-hint-frames", lambda: controlnet_hint_prompt(2, 4),
+     r"^TAV_Sample: the ControlNet hint has 2 frame\(s\) but the video has 4: give one hint image per frame"),
 ]  # fmt: skip
 
 
