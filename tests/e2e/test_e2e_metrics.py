@@ -11,7 +11,7 @@ import pytest
 import torch
 from comfy_client import ComfyClient, PromptRejected, error_text, status_messages
 from comfy_host import ComfyServer
-from helpers import TEST_CLIP
+from helpers import TEST_CLIP, combo_options
 
 from tav import metrics
 from tav.clip_scoring import load_clip
@@ -46,7 +46,7 @@ def clips(comfy_server: ComfyServer) -> dict[str, Path]:
     link.unlink()
 
 
-def load(node: str, n_frames: int) -> dict:
+def load(n_frames: int) -> dict:
     return {"class_type": "TAV_LoadVideo",
             "inputs": {"video": TEST_CLIP, "n_frames": n_frames, "start": 0, "stride": 1, "width": 64, "height": 64,
                        "resize": "stretch", "path": ""}}  # fmt: skip
@@ -57,15 +57,15 @@ def score_prompt(clip_model: str = "tiny-clip", edit_frames: int = 4, source_fra
     score = {"edited": ["1", 0], "prompt": PROMPT, "clip_model": clip_model, "batch_size": 3, "source": ["2", 0]}
     score.update(inputs)
     return {
-        "1": load("1", edit_frames),
-        "2": load("2", source_frames),
+        "1": load(edit_frames),
+        "2": load(source_frames),
         "3": {"class_type": "TAV_ScoreEdit", "inputs": score},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 5]}},
     }
 
 
 def test_clip_folders_are_listed(client: ComfyClient, clips: dict) -> None:
-    choices = client.object_info()["TAV_ScoreEdit"]["input"]["required"]["clip_model"][0]
+    choices = combo_options(client.object_info()["TAV_ScoreEdit"]["input"]["required"]["clip_model"])
     assert "tiny-clip" in choices and "text-only" not in choices and "linked-out" not in choices
     assert FOLDER in client.get("/models")
 
