@@ -11,7 +11,9 @@ Measured (``--device cuda``, 512x512; expected to take 3-6 minutes on one modern
   for each UNet head size (40/80/160 for SD1.x, 64 for SD2.x) with math excluded: the frame
   attentions of a head size with no fused kernel run tav's query-chunked fallback
   (tav.attention_kernels), which shows as math ops here (cross-attention may also use math);
-- the bf16-vs-fp32 difference of one UNet call from the same weights and input.
+- the bf16-vs-fp32 difference of one UNet call from the same weights and input;
+- scoring an edit (``tav.metrics``: the edit and its source, 24 frames at 512x512) with a random model
+  of CLIP ViT-L/14's shape in the half type: seconds per frame and ``max_memory_allocated``.
 
 ``--tiny`` runs the same code on a tiny model at 64x64 on the CPU (how CI tests this script); there
 the "measured" peak is :class:`tav.memory_probe.LiveBytes` on the real tensors, since the CPU
@@ -41,7 +43,7 @@ import torch  # noqa: E402
 from tav import ddim  # noqa: E402
 from tav import memory_plan as mp  # noqa: E402
 from tav.memory_probe import LiveBytes  # noqa: E402
-from tav.tuning import TuneConfig, tune  # noqa: E402
+from tav.tuning import TuneConfig, half_dtype, tune  # noqa: E402
 
 TINY_UNET = {
     "sample_size": 8,
@@ -232,6 +234,15 @@ def bf16_vs_fp32(cfg: mp.ModelConfigs, device: torch.device, size: int) -> dict[
     }
 
 
+def check_scoring(args: argparse.Namespace, device: torch.device) -> dict:
+    """Scoring time per frame (bench_metrics.py) with CLIP ViT-L/14's shape, or the tests' tiny CLIP."""
+    from bench_metrics import scoring_clip, time_scoring
+
+    dtype = half_dtype(device) if device.type == "cuda" else torch.float32
+    clip = scoring_clip("tiny" if args.tiny else "clip-l14", device, dtype)
+    return time_scoring(clip, max(args.frames), args.size, runs=2 if args.tiny else 5, batch_size=16)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
@@ -257,6 +268,7 @@ def main() -> None:
         "inference": check_inference(args, cfg, device),
         "sdpa_by_head_dim": kernels_by_head_dim(device, mp.PRECISIONS[args.precisions[0]], 256 if args.tiny else 4096),
         "bf16_vs_fp32_unet": bf16_vs_fp32(cfg, device, args.size),
+        "scoring": check_scoring(args, device),
     }
     result["seconds"] = time.perf_counter() - t0
     text = json.dumps(result, indent=1)

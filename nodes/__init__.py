@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from .common import register_folders
+from .common import register_folders as register_tuned_folder
 from .context_windows import TAV_ContextWindows
 from .control import TAV_ControlNet
+from .metrics import TAV_ScoreEdit, register_clip_folder
 from .model import TAV_FromComfyModels, TAV_Inflate, TAV_LoadCheckpoint, TAV_LoadTuned, TAV_SaveTuned
 from .native import TAV_ApplyToModel, TAV_DDIMSigmas, TAV_InvertedToLatent
 from .sample import TAV_DDIMInvert, TAV_Sample
@@ -33,7 +34,14 @@ NODES: list[type[io.ComfyNode]] = [
     TAV_InvertedToLatent,
     TAV_DDIMSigmas,
     TAV_ContextWindows,
+    TAV_ScoreEdit,
 ]
+
+
+def register_folders() -> None:
+    """Register the pack's model folders: models/tuneavideo and models/clip_scoring."""
+    register_tuned_folder()
+    register_clip_folder()
 
 
 class TuneAVideoExtension(ComfyExtension):

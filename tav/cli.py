@@ -1,4 +1,4 @@
-"""``python -m tav``: tune, invert, sample, edit, run an official config, plan memory, or the demo.
+"""``python -m tav``: tune, invert, sample, edit, run an official config, score an edit, plan memory, or the demo.
 
 Every subcommand works offline on a local model (a diffusers folder or a single-file SD 1.x/2.x
 checkpoint). Progress goes to tqdm. Every setting, input and output location is checked before any
@@ -397,6 +397,20 @@ def cmd_config(args: argparse.Namespace) -> None:
     for kv in args.set:
         if "=" not in kv:
             raise v.InputError(f"--set {kv!r} needs KEY=VALUE, e.g. max_train_steps=2")
+    bars, scores, on_edits = _Bars(), [], None
+    if args.score_clip:
+        from .clip_scoring import read_config
+        from .score_files import score_written_edits
+
+        read_config(args.score_clip)  # a wrong folder fails before tuning, not after
+
+        def on_edits(prompts, videos, source, out_dir):  # noqa: ANN001, ANN202 - tav.reference_config.OnEdits
+            written, found = score_written_edits(
+                args.score_clip, prompts, videos, source, out_dir, _device(args.device), bars.phase("score")
+            )
+            scores.extend(found)
+            return written
+
     written = run_reference_config(
         args.config,
         pretrained=args.pretrained,
@@ -404,10 +418,11 @@ def cmd_config(args: argparse.Namespace) -> None:
         video_dir=args.video_dir,
         output_dir=args.output_dir,
         overrides=dict(kv.split("=", 1) for kv in args.set),
-        callback=_Bars(),
+        callback=bars,
         whole_clip_overlap=args.whole_clip_overlap,
+        on_edits=on_edits,
     )
-    print(json.dumps({"written": written}))
+    print(json.dumps({"written": written, **({"scores": scores} if args.score_clip else {})}))
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -433,6 +448,43 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(f"  most frames at {job.width}x{job.height}: {frames if frames else 'none'}")
     size = fits["size"]
     print(f"  largest size at {job.frames} frames: {f'{size[0]}x{size[1]}' if size else 'none'}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from . import metrics
+    from .clip_scoring import load_clip, read_config
+    from .score_files import read_frames, write_plot
+
+    v.check_input_file(args.video, "video file")
+    if args.source:
+        v.check_input_file(args.source, "--source video file")
+    if args.plot:
+        v.check_output_file(args.plot, exts=(".png",), what="--plot")
+    read_config(args.clip)
+    v.check_number("--frames", args.frames, 0, v.MAX_FRAMES, integer=True, hint="0 = every frame")
+    v.check_number("--start", args.start, 0, integer=True)
+    v.check_number("--stride", args.stride, 1, 10_000, integer=True)
+    v.check_number("--batch-size", args.batch_size, 1, 4096, integer=True)
+    _check_prompts([args.prompt], "--prompt")
+    device = _device(args.device)
+    frames = read_frames(args.video, args.frames, args.start, args.stride)
+    source = read_frames(args.source, args.frames, args.start, args.stride) if args.source else None
+    metrics.check_inputs(frames, args.prompt, source)
+    dtype = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    scores = metrics.score_edit(
+        load_clip(args.clip, device, dtype),
+        frames,
+        args.prompt,
+        source,
+        batch_size=args.batch_size,
+        callback=_Bars().phase("score"),
+    )
+    plot = write_plot(args.plot, scores) if args.plot else None
+    _close_bars()
+    if args.json:
+        print(json.dumps({**scores.to_dict(), "plot": plot}))
+    else:
+        print(scores.summary() + (f"\nplot: {plot}" if plot else ""))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -521,7 +573,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="edit the whole source clip in windows of n_sample_frames overlapping by K (tuning stays on "
         "n_sample_frames frames, picked evenly)",
     )
+    p.add_argument(
+        "--score-clip",
+        metavar="PATH",
+        help="score every edit with this CLIPModel folder (frame consistency, text alignment, PickScore-style): "
+        "writes samples/scores.json and a plot per edit",
+    )
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("score", help="score an edited clip: CLIP frame consistency, text alignment, PickScore")
+    p.add_argument("video", help="the edited clip (mp4/gif/webm ...)")
+    p.add_argument("--clip", required=True, help="a transformers CLIPModel folder (e.g. clip-vit-large-patch14)")
+    p.add_argument("--prompt", required=True, help="the edit prompt to score against")
+    p.add_argument("--source", help="the source clip, same frames: scored too, and plotted beside the edit")
+    p.add_argument("--plot", help="write the per-frame plot here (.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (per-frame curves included)")
+    p.add_argument("--frames", type=int, default=0, help="frames to score (default 0: every frame)")
+    p.add_argument("--start", type=int, default=0, help="first frame index")
+    p.add_argument("--stride", type=int, default=1, help="take every n-th frame")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per CLIP batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="CLIP weights: auto = bf16/fp16 on CUDA, fp32 elsewhere; fp32 is what LOVEU-TGVE's script ran",
+    )
+    p.set_defaults(func=cmd_score)
     return parser
 
 

@@ -150,6 +150,11 @@ def write_edits(
 
     written = []
     for i, (text, frames) in enumerate(zip(prompts, videos, strict=True)):
-        stem = f"{i:02d}-" + "".join(c if c.isalnum() else "_" for c in text)[:60].strip("_")
+        stem = edit_stem(i, text)
         written += [str(write_video(Path(out_dir) / (stem + ext), frames, fps)) for ext in exts]
     return written
+
+
+def edit_stem(i: int, prompt: str) -> str:
+    """``NN-<prompt>``: the file name (without extension) of edit ``i``, and of what is written about it."""
+    return f"{i:02d}-" + "".join(c if c.isalnum() else "_" for c in prompt)[:60].strip("_")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +21,9 @@ from .editing import EditConfig, PhaseProgress, check_edit_config, tune_and_edit
 from .tuning import TuneConfig, half_dtype
 from .validation import MAX_FRAMES, MAX_SIDE, MAX_STEPS, MAX_TUNE_STEPS, SEED_MAX, InputError, check_output_dir
 from .windows import Windows
+
+#: ``on_edits(prompts, videos, source frames, samples folder) -> paths written``
+OnEdits = Callable[[Sequence[str], Sequence[torch.Tensor], torch.Tensor, Path], list[str]]
 
 
 class ConfigError(InputError):
@@ -268,12 +272,15 @@ def run_reference_config(
     overrides: Optional[dict[str, str]] = None,
     callback: Optional[PhaseProgress] = None,
     whole_clip_overlap: Optional[int] = None,
+    on_edits: Optional[OnEdits] = None,
 ) -> list[str]:
     """Tune, invert and sample every validation prompt of one official config; returns written files.
 
     ``whole_clip_overlap``: edit the whole source clip (every ``sample_frame_rate``-th frame from
     ``sample_start_idx`` to the end) in windows of ``n_sample_frames`` overlapping by this much,
     tuning on ``n_sample_frames`` frames picked evenly from it (see :mod:`tav.windows`).
+    ``on_edits(prompts, videos, source frames, samples folder)`` runs once the edits are written and
+    returns what it wrote (e.g. scores: ``config --score-clip``).
     """
     from .checkpoints import load_pipeline
     from .video_io import read_video
@@ -305,4 +312,5 @@ def run_reference_config(
     result = tune_and_edit(pipe, clip.frames, train["prompt"], val["prompts"], ecfg, callback)
     written = write_edits(out / "samples", val["prompts"], result.videos, clip.fps, exts=(".gif",))
     save_tuned(out / "tuned.safetensors", result.pipeline)
-    return [*written, str(out / "tuned.safetensors")]
+    extra = on_edits(val["prompts"], result.videos, clip.frames, out / "samples") if on_edits else []
+    return [*written, str(out / "tuned.safetensors"), *extra]

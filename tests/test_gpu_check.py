@@ -33,3 +33,5 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path: Path) -> None:
     assert all(v["fused_kernel_runs"] is True for v in result["sdpa_by_head_dim"].values())
     diff = result["bf16_vs_fp32_unet"]
     assert 0 < diff["relative_l2"] < 0.1  # bf16 rounding: small, but not zero (it did run in bf16)
+    scoring = result["scoring"]
+    assert scoring["model"] == "tiny" and scoring["frames_scored_per_run"] == 4 and scoring["seconds_per_frame"] > 0

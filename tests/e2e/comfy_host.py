@@ -49,7 +49,7 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
         for d in (self.input, self.output, self.temp, self.user):
             d.mkdir(parents=True, exist_ok=True)
-        for d in ("checkpoints", "controlnet", "diffusers", "loras", "tuneavideo"):
+        for d in ("checkpoints", "controlnet", "diffusers", "loras", "tuneavideo", "clip_scoring"):
             (self.models / d).mkdir(parents=True, exist_ok=True)
 
     def write_model_paths(self) -> Path:
@@ -63,6 +63,7 @@ class ComfyServer:
             "    diffusers: diffusers\n"
             "    loras: loras\n"
             "    tuneavideo: tuneavideo\n"
+            "    clip_scoring: clip_scoring\n"
         )
         return cfg
 

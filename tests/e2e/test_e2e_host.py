@@ -30,6 +30,7 @@ EXPECTED = {
     "TAV_InvertedToLatent": {"inverted", "model"},
     "TAV_DDIMSigmas": {"model", "steps"},
     "TAV_ContextWindows": {"model", "window", "overlap", "anchor_first_frame", "fuse_method"},
+    "TAV_ScoreEdit": {"edited", "prompt", "clip_model", "batch_size", "source", "clip_vision"},
 }  # fmt: skip
 
 
