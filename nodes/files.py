@@ -79,6 +79,18 @@ def model_file(kind: str, name: str) -> Optional[str]:
     return None
 
 
+def required_model_file(kind: str, name: str) -> str:
+    """The real path of model file ``name`` of ``kind``; refused otherwise with one message, the same
+    whether or not the path exists."""
+    path = model_file(kind, name)
+    if path is None:
+        raise ValueError(
+            f"{name!r} is not a file in models/{kind} (files that lead outside ComfyUI's {kind} folders, also "
+            "through symlinks, are refused): pick one from the list"
+        )
+    return path
+
+
 def model_files(kind: str) -> list[str]:
     """ComfyUI's list of ``kind`` files, less those that resolve outside its folders: offer only what loads."""
     return [n for n in folder_paths.get_filename_list(kind) if model_file(kind, n)]

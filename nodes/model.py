@@ -49,22 +49,6 @@ def resolve_checkpoint(name: str) -> Optional[str]:
     return None
 
 
-def not_a_model_file(kind: str, name: str) -> str:
-    """The one refusal for a model file a prompt names: the same whether or not the path exists."""
-    return (
-        f"{name!r} is not a file in models/{kind} (files that lead outside ComfyUI's {kind} folders, also "
-        "through symlinks, are refused): pick one from the list"
-    )
-
-
-def tuned_file(name: str) -> str:
-    """The real path of tuned weights in models/tuneavideo; refused with one message otherwise."""
-    path = files.model_file(TUNED_FOLDER, name)
-    if path is None:
-        raise ValueError(not_a_model_file(TUNED_FOLDER, name))
-    return path
-
-
 class TAV_LoadCheckpoint(io.ComfyNode):
     """Load an SD 1.x/2.x model for Tune-A-Video from models/checkpoints or models/diffusers."""
 
@@ -326,6 +310,6 @@ class TAV_LoadTuned(io.ComfyNode):
     def execute(cls, pipeline: Pipeline, tuned_weights: str, check_base_model: bool) -> io.NodeOutput:
         from tav import weights
 
-        path = tuned_file(tuned_weights)
+        path = files.required_model_file(TUNED_FOLDER, tuned_weights)
         with torch.inference_mode(False):
             return io.NodeOutput(weights.load_tuned(path, pipeline, check_base=check_base_model))

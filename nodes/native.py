@@ -32,7 +32,6 @@ from tav.pipeline import Pipeline
 
 from . import files
 from .common import CATEGORY, INVERTED, PIPELINE, TUNED_FOLDER, log
-from .model import tuned_file
 
 WRAPPER_KEY = "tuneavideo"
 FROM_PIPELINE = "(from pipeline)"
@@ -438,7 +437,7 @@ class TAV_ApplyToModel(io.ComfyNode):
                 raise ValueError(
                     f"both a pipeline and the file {tuned_weights!r} are given: pick {FROM_PIPELINE} or disconnect"
                 )
-            tuned = native.tuned_from_file(tuned_file(tuned_weights))
+            tuned = native.tuned_from_file(files.required_model_file(TUNED_FOLDER, tuned_weights))
         return io.NodeOutput(apply_tuned(model, tuned, check_base_model=check_base_model))
 
 

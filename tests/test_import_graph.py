@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 TAV = Path(__file__).resolve().parents[1] / "tav"
+NODES = Path(__file__).resolve().parents[1] / "nodes"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -67,6 +68,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 def test_tav_has_no_import_cycle() -> None:
     graph = import_graph(TAV)
     assert "tav.memory_plan" in graph["tav.cli"] and "tav.validation" in graph["tav.memory_plan"]  # read right
+    assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
+
+
+def test_nodes_have_no_import_cycle() -> None:
+    """The adapters too: a circle there (model <-> native) stops the whole pack from loading in ComfyUI."""
+    graph = import_graph(NODES)
+    assert "nodes.files" in graph["nodes.video"] and "nodes.native" in graph["nodes.model"]  # read right
     assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     for kind in ("checkpoints", "diffusers", "tuneavideo"):
         exts = folder_paths.folder_names_and_paths.get(kind, ([], {".safetensors"}))[1]
         folder_paths.folder_names_and_paths[kind] = ([str(args.root / "models" / kind)], exts)
-    from tav_pack.nodes import model, video
+    from tav_pack.nodes import files, model, video
 
     def one(kind: str, value: str) -> tuple[Optional[str], Optional[str]]:
         if kind in ("video", "path"):
@@ -42,7 +42,7 @@ def main() -> None:
         if kind == "checkpoint":
             return model.resolve_checkpoint(value), None
         try:
-            return model.tuned_file(value), None
+            return files.required_model_file("tuneavideo", value), None
         except ValueError as e:
             return None, str(e)
 
