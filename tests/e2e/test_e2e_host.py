@@ -85,14 +85,19 @@ def test_workflows_listed_in_template_browser(client: ComfyClient) -> None:
 
 
 def test_ui_workflows_in_sync_with_api_twins() -> None:
-    """The drag-and-drop files are generated from the API twins and the node definitions of the host under
-    test, run by its own Python (the files are generated on the CI host; see docs/compatibility.md)."""
+    """The drag-and-drop files are generated from the API twins and the node definitions of the CI host
+    (0.3.75, ``.venv/comfyui``), whichever host is under test: newer hosts add slots to stock nodes (0.33's
+    Preview Image has an IMAGE output) that their frontend fills in on load (test_e2e_browser.py checks that
+    the files load on the host under test). See docs/compatibility.md."""
     import subprocess
+    import sys
 
-    from comfy_host import COMFY_DIR, PYTHON, REPO
+    from comfy_host import REPO
 
+    ci_host = REPO / ".venv" / "comfyui"
+    assert (ci_host / "main.py").is_file(), f"no CI host at {ci_host}: run scripts/setup_comfy_host.sh"
     res = subprocess.run(
-        [PYTHON, str(REPO / "scripts" / "make_workflows.py"), "--check", "--comfy-dir", str(COMFY_DIR)],
+        [sys.executable, str(REPO / "scripts" / "make_workflows.py"), "--check", "--comfy-dir", str(ci_host)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
