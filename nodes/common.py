@@ -192,6 +192,11 @@ def precision_input(tooltip: str = "Weight precision: auto = fp16 on a GPU, fp32
     return io.Combo.Input("precision", options=PRECISIONS, default="auto", tooltip=tooltip)
 
 
+def side_input(name: str, tooltip: str) -> io.Int.Input:
+    """A width or height widget: a multiple of 8 up to the largest side the pack accepts."""
+    return io.Int.Input(name, default=512, min=8, max=validation.MAX_SIDE, step=8, tooltip=tooltip)
+
+
 def seed_input(tooltip: str, default: int = 0, control_after_generate: Optional[bool] = False) -> io.Int.Input:
     return io.Int.Input("seed", default=default, min=0, max=0xFFFFFFFF, control_after_generate=control_after_generate,
                         tooltip=tooltip)  # fmt: skip

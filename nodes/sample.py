@@ -23,6 +23,7 @@ from .common import (
     number_error,
     progress,
     seed_input,
+    side_input,
     size_error,
     tav_warnings,
     with_ui,
@@ -169,22 +170,8 @@ class TAV_Sample(io.ComfyNode):
                 io.Int.Input(
                     "frames", default=24, min=1, max=1024, tooltip="Frame count when no inverted latents are connected."
                 ),
-                io.Int.Input(
-                    "width",
-                    default=512,
-                    min=8,
-                    max=4096,
-                    step=8,
-                    tooltip="Width when no inverted latents are connected (a multiple of 8).",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=512,
-                    min=8,
-                    max=4096,
-                    step=8,
-                    tooltip="Height when no inverted latents are connected (a multiple of 8).",
-                ),
+                side_input("width", "Width when no inverted latents are connected (a multiple of 8)."),
+                side_input("height", "Height when no inverted latents are connected (a multiple of 8)."),
                 INVERTED.Input(
                     "inverted",
                     optional=True,

@@ -41,9 +41,10 @@ def test_long_clip_workflow_edits_every_frame_with_progress_over_windows(
     windows = 3  # [0, 4), [3, 7), [4, 8)
     for cls in ("TAV_DDIMInvert", "TAV_Sample"):  # Sample (window 0) reuses the inversion's windows
         events = [m["data"] for m in client.events(pid, "progress") if m["data"]["node"] == node_of(long_prompt, cls)]
-        steps = [e for e in events if e["max"] == STEPS * windows]  # not the VAE's per-frame progress
-        assert steps and steps[-1]["value"] == STEPS * windows, (cls, events)
-        assert len(steps) >= STEPS * windows
+        steps = [e["value"] for e in events if e["max"] == STEPS * windows]  # not the VAE's per-frame progress
+        # one bar over all windows' steps, counting up to its end (newer hosts coalesce the messages they
+        # send, so there may be fewer messages than steps)
+        assert steps and steps[-1] == STEPS * windows and steps == sorted(steps), (cls, events)
 
 
 @pytest.mark.parametrize(
