@@ -4,7 +4,8 @@
 #
 # Usage: scripts/test_hosts.sh COMFY_DIR[=PYTHON] ...   (PYTHON runs that host; default: this venv's)
 #        With no argument: the CI host (.venv/comfyui, 0.3.75).
-# Env:   PYTEST_ARGS (extra pytest arguments, e.g. "-k security"), TAV_E2E (test path, default tests/e2e).
+# Env:   PYTEST_ARGS (extra pytest arguments as shell words, e.g. '-k "security or host"'), TAV_E2E (test
+#        path, default tests/e2e).
 # Each host needs this pack linked into its custom_nodes/ (scripts/setup_comfy_host.sh for 0.3.75,
 # scripts/setup_comfy_host_033.sh for git-mirror hosts such as 0.33.0 and 0.3.64). The test process
 # itself never imports the host's packages: in-process checks run in subprocesses of the host's Python.
@@ -24,9 +25,9 @@ for spec in "$@"; do
   log="$LOGS/$(basename "$dir").log"
   echo "== ComfyUI $version at $dir (python $host_py)"
   start=$(date +%s)
-  # shellcheck disable=SC2086 - PYTEST_ARGS is a list of words
+  eval "extra=(${PYTEST_ARGS:-})"  # shell words, quotes kept: PYTEST_ARGS='-k "a or b"'
   HF_HUB_OFFLINE=1 TAV_COMFY_DIR="$dir" TAV_COMFY_PYTHON="$host_py" \
-    "$PY" -m pytest "${TAV_E2E:-tests/e2e}" -q -p no:cacheprovider ${PYTEST_ARGS:-} > "$log" 2>&1
+    "$PY" -m pytest "${TAV_E2E:-tests/e2e}" -q -p no:cacheprovider "${extra[@]}" > "$log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || status=1
   summary="$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n1)"
