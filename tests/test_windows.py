@@ -229,7 +229,7 @@ def test_each_window_controlnet_sees_its_own_hint_frames(pipe2d, video) -> None:
 
 def test_hint_frame_count_must_match_the_clip(pipe2d, video) -> None:
     control = Control(_controlnet(pipe2d.unet, randomize=False), torch.rand(4, 64, 64, 3))
-    with pytest.raises(ValueError, match="hint has 4 frames but the clip has 6"):
+    with pytest.raises(ValueError, match=r"hint has 4 frame\(s\) but the video has 6"):
         ddim.sample(
             video,
             video.encode_prompt("x"),
