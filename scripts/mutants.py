@@ -4,7 +4,7 @@
 writes a ``[tool.mutmut]`` section that mutates only ``tav/windows.py`` and selects only the test
 files in :data:`TESTS` (mutmut then runs, per mutant, just the tests that cover the mutated
 function), runs it at low CPU priority and prints the score. Each module has its own folder, so
-runs of different modules never share (or invalidate) each other's cached results.
+runs of different modules can run one after another and their results stay for inspection.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ TESTS: dict[str, list[str]] = {
 
 
 def prepare(module: str) -> Path:
-    """A fresh copy of the sources and tests with a mutmut config for ``module`` (cached results kept)."""
+    """A fresh copy of the sources and tests with a mutmut config for ``module``.
+
+    mutmut's cached verdicts are dropped: it keeps them when only the tests changed, so a new test
+    would not kill the survivors it was written for.
+    """
     work = ROOT / "build" / "mutants" / module
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "e2e", "artifacts")
     for folder in ("tav", "tests"):
-        shutil.rmtree(work / folder, ignore_errors=True)
         shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     tests = json.dumps(TESTS[module] + ["-x", "-q", "-p", "no:cacheprovider"])
     (work / "pyproject.toml").write_text(

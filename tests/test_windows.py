@@ -357,13 +357,16 @@ def test_even_picks() -> None:
 def test_cli_options_give_the_windows_asked_for(argv: list[str], want: Windows | None) -> None:
     parser = argparse.ArgumentParser()
     add_cli_options(parser)
-    assert from_cli(parser.parse_args(argv)) == want
+    got = from_cli(parser.parse_args(argv))
+    assert got == want
+    if want is not None:
+        assert got.spans(16) == want.spans(16)  # whole-frame overlaps: the clip splits as asked
 
 
 def test_cli_refuses_overlap_without_window_and_unknown_norms() -> None:
     parser = argparse.ArgumentParser()
     add_cli_options(parser)
-    with pytest.raises(ValueError, match="--overlap needs --window"):
+    with pytest.raises(ValueError, match="^--overlap needs --window$"):
         from_cli(parser.parse_args(["--overlap", "2"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--window", "4", "--window-norm", "clip"])
