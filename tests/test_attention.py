@@ -9,6 +9,7 @@ from diffusers.models.attention_processor import Attention
 from tav.attention import (
     ATTENTION_MODES,
     FrameContext,
+    SharedFrame,
     SparseCausalAttnProcessor,
     TemporalAttnProcessor,
     key_frame_index,
@@ -167,3 +168,25 @@ def test_unknown_key_set_is_a_clear_error_before_compute() -> None:
         check_edit_config(EditConfig(attention="self"))
     with pytest.raises(ValueError, match="attention must be one of"):
         inflate(tiny_pipeline(seed=5), attention="self")
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_recording_window_attends_as_without_windows(frames: int) -> None:
+    """The window holding frame 0 records the anchor and attends exactly as an un-windowed pass."""
+    a = _attn()
+    ctx = FrameContext(frames)
+    a.set_processor(SparseCausalAttnProcessor(ctx))
+    x = torch.randn(frames, 6, 16, dtype=torch.float64)
+    want = a(x)
+    ctx.shared = SharedFrame()
+    torch.testing.assert_close(a(x), want)
+    assert len(ctx.shared.kv) == 1
+
+
+def test_sparse_causal_refuses_a_context() -> None:
+    """attn1 is self-attention: a context (attn2's text) given to it is a wiring bug, not a silent mix."""
+    a = _attn()
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(2)))
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="^sparse-causal attention is self-attention: it takes no context or mask$"):
+        a(x, encoder_hidden_states=x)
