@@ -190,3 +190,19 @@ def test_sparse_causal_refuses_a_context() -> None:
     x = torch.randn(2, 6, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match="^sparse-causal attention is self-attention: it takes no context or mask$"):
         a(x, encoder_hidden_states=x)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{"norm_num_groups": 4}, {"qk_norm": "layer_norm"}, {"residual_connection": True, "rescale_output_factor": 2.0}],
+)
+@pytest.mark.parametrize("image_input", [False, True])
+def test_attention_variants_match_diffusers_per_frame(variant: dict, image_input: bool) -> None:
+    """Other UNets' attn1 (group norm, q/k norm, residual, 4-D image input): with one frame the
+    sparse-causal processor is diffusers' own attention, in every variant."""
+    torch.manual_seed(0)
+    a = Attention(query_dim=16, heads=4, dim_head=4, bias=True, **variant).double().eval()
+    x = torch.randn(2, 16, 2, 3, dtype=torch.float64) if image_input else torch.randn(2, 6, 16, dtype=torch.float64)
+    want = a(x)
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(1)))
+    torch.testing.assert_close(a(x), want)
