@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-hosts lint setup setup-host
+.PHONY: demo test test-hosts lint setup setup-host mutants
 
 $(VENV)/.core: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.host
 # The e2e suite on each ComfyUI host given: make test-hosts HOSTS="path/to/comfy-0.33=path/to/python ..."
 test-hosts: $(VENV)/.host
 	bash scripts/test_hosts.sh $(HOSTS)
+
+# Mutation testing, not part of `make test` (docs/testing.md): every core module against its own unit tests,
+# or one: make mutants MODULE=windows. Results stay in build/mutants/<module>/ (mutmut results, mutmut show).
+mutants: $(VENV)/.core
+	$(PY) scripts/mutants.py $(MODULE)
 
 lint: $(VENV)/.core
 	$(VENV)/bin/ruff check .

@@ -5,8 +5,9 @@ An audit hook makes any file the suite opens, or any program it starts with a pa
 checkout (under its parent folder but outside it) fail loudly, so such a dependency cannot pass in CI
 and break on a user's machine. Allowed beside it: hidden folders (caches, configs: the parent may be the
 home folder), temp files (``tmp*``, ``pytest-of-*``: the parent may be the temp folder), the Python
-installation and an explicitly configured ComfyUI host (TAV_COMFY_DIR, and the environment of
-TAV_COMFY_PYTHON). A checkout directly under ``/`` guards ``/shared`` only.
+installation, an explicitly configured ComfyUI host (TAV_COMFY_DIR, and the environment of
+TAV_COMFY_PYTHON) and mutmut's work folder (TAV_MUTANTS_DIR, set by scripts/mutants.py: mutmut runs the
+suite on a copy in its ``mutants/`` and reads its config beside it). A checkout directly under ``/`` guards ``/shared`` only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _INSIDE = _prefixes(
     + ([os.environ["TAV_COMFY_DIR"]] if os.environ.get("TAV_COMFY_DIR") else [])
     # the host's Python: the environment its bin/ folder belongs to
     + ([str(Path(os.environ["TAV_COMFY_PYTHON"]).parent.parent)] if os.environ.get("TAV_COMFY_PYTHON") else [])
+    + ([os.environ["TAV_MUTANTS_DIR"]] if os.environ.get("TAV_MUTANTS_DIR") else [])
 )
 _PARENT = REPO.parent if REPO.parent != Path(REPO.anchor) else Path(REPO.anchor) / "shared"
 _BESIDE = _prefixes([str(_PARENT)])

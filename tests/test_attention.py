@@ -1,5 +1,7 @@
 """Sparse-causal and temporal attention against naive formulas written out here."""
 
+import copy
+
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
@@ -7,6 +9,7 @@ from diffusers.models.attention_processor import Attention
 from tav.attention import (
     ATTENTION_MODES,
     FrameContext,
+    SharedFrame,
     SparseCausalAttnProcessor,
     TemporalAttnProcessor,
     key_frame_index,
@@ -59,14 +62,18 @@ def test_sparse_causal_equals_naive(frames: int, batch: int) -> None:
 
 
 def test_current_frame_not_in_own_keys_for_later_frames() -> None:
-    """Changing frame 2's tokens changes its query only; frame 3 (which reads frame 2) must change."""
+    """Frame i >= 2 attends to frames 0 and i-1 only: its own tokens reach its output through the query,
+    never through keys/values (stock attention of frame i's tokens over frames 0 and i-1 is the answer)."""
     a = _attn()
+    stock = copy.deepcopy(a)  # same weights, diffusers' own processor: attention over given keys
     a.set_processor(SparseCausalAttnProcessor(FrameContext(4)))
     x = torch.randn(4, 6, 16, dtype=torch.float64)
-    y = x.clone()
-    y[3] += 1.0  # frame 3 is nobody's key source (frame 4 does not exist)
-    out_x, out_y = a(x), a(y)
-    torch.testing.assert_close(out_x[:3], out_y[:3])  # earlier frames never see frame 3
+    out = a(x)
+    for i in (2, 3):
+        keys = torch.cat([x[0], x[i - 1]])[None]
+        torch.testing.assert_close(out[i : i + 1], stock(x[i : i + 1], encoder_hidden_states=keys))
+    with_self = stock(x[3:4], encoder_hidden_states=torch.cat([x[0], x[2], x[3]])[None])
+    assert (out[3:4] - with_self).abs().max() > 1e-3  # the check can tell the two key sets apart
 
 
 def test_frame_mode_is_plain_self_attention() -> None:
@@ -161,3 +168,41 @@ def test_unknown_key_set_is_a_clear_error_before_compute() -> None:
         check_edit_config(EditConfig(attention="self"))
     with pytest.raises(ValueError, match="attention must be one of"):
         inflate(tiny_pipeline(seed=5), attention="self")
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_recording_window_attends_as_without_windows(frames: int) -> None:
+    """The window holding frame 0 records the anchor and attends exactly as an un-windowed pass."""
+    a = _attn()
+    ctx = FrameContext(frames)
+    a.set_processor(SparseCausalAttnProcessor(ctx))
+    x = torch.randn(frames, 6, 16, dtype=torch.float64)
+    want = a(x)
+    ctx.shared = SharedFrame()
+    torch.testing.assert_close(a(x), want)
+    assert len(ctx.shared.kv) == 1
+
+
+def test_sparse_causal_refuses_a_context() -> None:
+    """attn1 is self-attention: a context (attn2's text) given to it is a wiring bug, not a silent mix."""
+    a = _attn()
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(2)))
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="^sparse-causal attention is self-attention: it takes no context or mask$"):
+        a(x, encoder_hidden_states=x)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{"norm_num_groups": 4}, {"qk_norm": "layer_norm"}, {"residual_connection": True, "rescale_output_factor": 2.0}],
+)
+@pytest.mark.parametrize("image_input", [False, True])
+def test_attention_variants_match_diffusers_per_frame(variant: dict, image_input: bool) -> None:
+    """Other UNets' attn1 (group norm, q/k norm, residual, 4-D image input): with one frame the
+    sparse-causal processor is diffusers' own attention, in every variant."""
+    torch.manual_seed(0)
+    a = Attention(query_dim=16, heads=4, dim_head=4, bias=True, **variant).double().eval()
+    x = torch.randn(2, 16, 2, 3, dtype=torch.float64) if image_input else torch.randn(2, 6, 16, dtype=torch.float64)
+    want = a(x)
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(1)))
+    torch.testing.assert_close(a(x), want)

@@ -172,3 +172,75 @@ def test_a_controlnet_for_another_base_model_is_named(pipe) -> None:
     assert "made for another base (48-wide text embeddings, 32 channels in its first block)" in message
     assert "the pipeline's base model is another base (32-wide text embeddings, 32 channels" in message
     assert message.endswith("load a ControlNet made for this base model")
+
+
+def test_schedule_sigma_clamps_and_interpolates_up_to_the_last_timestep(pipe) -> None:
+    from tav.ddim import _schedule
+
+    ac = _schedule(pipe, 5)[0]
+    assert schedule_sigma(ac, 5000) == schedule_sigma(ac, 999) and schedule_sigma(ac, -3) == schedule_sigma(ac, 0)
+    last = (schedule_sigma(ac, 998) * schedule_sigma(ac, 999)) ** 0.5
+    assert schedule_sigma(ac, 998.5) == pytest.approx(last, rel=1e-12)
+
+
+def test_start_and_end_percent_both_include_their_step(pipe) -> None:
+    """A step exactly at the start or end percent's noise level is controlled (stock ComfyUI's rule)."""
+    from tav.ddim import _schedule
+
+    ac = _schedule(pipe, 5)[0]
+    hint = torch.rand(1, 8, 8, 3)
+    at = 0.5 * 999  # the timestep of 50 % of the schedule
+    for start, end in [(0.5, 1.0), (0.0, 0.5), (0.5, 0.5)]:
+        assert Control(None, hint, start=start, end=end).active(at, ac), (start, end)
+    assert not Control(None, hint, start=0.5, end=0.5).active(at + 1, ac)
+
+
+def test_a_wide_hint_keeps_its_centre() -> None:
+    idx = torch.arange(8, dtype=torch.float32).repeat(2, 1).reshape(1, 1, 2, 8)  # 2 rows x 8 columns
+    assert fit_hint(idx, 2, 4).squeeze().tolist() == [[2, 3, 4, 5]] * 2  # two columns trimmed at each side
+
+
+def test_residuals_refuse_a_hint_of_another_frame_count() -> None:
+    from tav.control import residuals
+
+    with pytest.raises(ValueError, match="hint has 3 frames but the video has a different count"):
+        residuals(Control(None, torch.rand(3, 8, 8, 3)), torch.zeros(4, 4, 1, 1), torch.tensor(1), torch.zeros(4, 1, 8))
+
+
+def test_residuals_of_an_rgba_hint_on_non_square_frames_are_its_rgb_ones(pipe) -> None:
+    """An alpha channel (a PNG hint) is dropped, and a non-square clip gets a hint of its own shape."""
+    from tav.control import residuals
+
+    cn = _controlnet(pipe.unet, randomize=True)
+    rgba = torch.rand(2, 64, 96, 4)
+    x = torch.randn(2, 4, 8, 12)
+    emb = torch.randn(2, 77, pipe.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        got = residuals(Control(cn, rgba), x, torch.tensor(500), emb)
+        want = residuals(Control(cn, rgba[..., :3]), x, torch.tensor(500), emb)
+    for a, b in zip(got["down_block_additional_residuals"], want["down_block_additional_residuals"], strict=True):
+        assert torch.equal(a, b)
+    assert got["down_block_additional_residuals"][0].shape[-2:] == (8, 12)  # the first residual: latent size
+
+
+def test_controlnet_loads_for_2d_and_inflated_unets_frozen(pipe) -> None:
+    cn = _controlnet(pipe.unet, randomize=True)
+    sd = controlnet_to_ldm(cn, pipe.unet)
+    flat, video = controlnet_from_ldm(sd, pipe.unet), controlnet_from_ldm(sd, inflate(pipe).unet)
+    for loaded in (flat, video):
+        assert all(torch.equal(v, cn.state_dict()[k]) for k, v in loaded.state_dict().items())
+        assert not any(p.requires_grad for p in loaded.parameters())  # sampling keeps no graph for it
+
+
+def test_a_controlnet_missing_tensors_is_refused_with_counts(pipe) -> None:
+    sd = controlnet_to_ldm(_controlnet(pipe.unet, randomize=False), pipe.unet)
+    del sd["control_model.zero_convs.0.0.weight"]
+    with pytest.raises(ValueError, match=r"does not match the model's architecture .*: 1 missing keys"):
+        controlnet_from_ldm(sd, pipe.unet)
+
+
+def test_base_model_families_are_named() -> None:
+    from tav.control import _base
+
+    assert _base(768, 320) == "SD 1.x (768-wide text embeddings, 320 channels in its first block)"
+    assert _base(1024, 320).startswith("SD 2.x (") and _base(2048, 320).startswith("SDXL (")

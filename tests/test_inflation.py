@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from tav.inflation import VideoUNet, inflate, temporal_state_dict
+from tav.attention import FrameContext
+from tav.inflation import VideoGroupNorm, VideoUNet, inflate, temporal_state_dict
 from tav.tuning import DEFAULT_TRAINABLE, trainable_names
 
 from .tiny import tiny_pipeline
@@ -60,14 +61,33 @@ def test_reference_bias_init_is_not_identity(pipe) -> None:
             assert torch.count_nonzero(v) == 0
 
 
-def test_video_norm_pools_over_frames(pipe) -> None:
-    """Different frames: GroupNorm over all frames (reference) is a different model from per-frame."""
-    x = torch.randn(1, 4, 3, 8, 8)
-    x[:, :, 1] *= 4
+def test_video_norm_pools_over_frames_of_each_video(pipe) -> None:
+    """The reference's 5-D GroupNorm: statistics over (channels of a group, all frames, h, w) of ONE video,
+    written out here; never across the videos of a batch (CFG's cond and uncond are two videos)."""
+    source = torch.nn.GroupNorm(2, 4)
+    torch.nn.init.normal_(source.weight), torch.nn.init.normal_(source.bias)
+    norm = VideoGroupNorm(source, FrameContext(3))
+    x = torch.randn(2, 4, 3, 5, 5)
+    x[1] = 10 * x[1] + 3  # the second video on another scale
+    groups = x.view(2, 2, 2 * 3 * 5 * 5)
+    mean, var = groups.mean(-1, keepdim=True), groups.var(-1, unbiased=False, keepdim=True)
+    want = ((groups - mean) / (var + source.eps).sqrt()).view_as(x)
+    want = want * source.weight.view(1, 4, 1, 1, 1) + source.bias.view(1, 4, 1, 1, 1)
     with torch.no_grad():
-        a = inflate(pipe, norm="video").unet(x, 400, _emb(pipe))
-        b = inflate(pipe, norm="frame").unet(x, 400, _emb(pipe))
-    assert (a - b).abs().max().item() > 1e-3
+        got = norm(x.transpose(1, 2).reshape(6, 4, 5, 5)).view(2, 3, 4, 5, 5).transpose(1, 2)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_videos_of_a_batch_are_independent(pipe) -> None:
+    """Two videos in one batch give what each gives alone: nothing in the UNet mixes videos."""
+    video = inflate(pipe, norm="video")
+    x = torch.randn(2, 4, 3, 8, 8)
+    x[1] = 5 * x[1] + 1
+    emb = _emb(pipe, 2)
+    with torch.no_grad():
+        both = video.unet(x, 400, emb)
+        alone = torch.cat([video.unet(x[i : i + 1], 400, emb[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)
 
 
 def test_keys_are_diffusers_plus_reference_temporal_keys(pipe) -> None:

@@ -31,14 +31,36 @@ def planner(configs: mp.ModelConfigs) -> mp.Planner:
 
 
 def _real(configs: mp.ModelConfigs, job: mp.Job) -> tuple[int, dict]:
-    """The same phases on real tensors, measured by the same live-bytes tracker."""
-    pipe = mp.build_pipeline(configs, mp.PRECISIONS[job.precision])
+    """The job run here as a user runs it (not through the planner's run_phases), on real tensors,
+    each phase measured by the same live-bytes tracker."""
+    from tav import ddim
+
+    pipe = mp.build_pipeline(configs, mp.PRECISIONS[job.precision]).replace(vae_batch=job.vae_batch)
+    k, c = pipe.latent_factor, pipe.unet.config.in_channels
+    latents = torch.zeros(1, c, job.frames, job.height // k, job.width // k)
+    embeds = torch.zeros(1, 77, pipe.text_encoder.config.hidden_size)
+    cuda_autocast = job.device == "cuda" and job.precision != "fp32"
+    phases: dict = {}
     with LiveBytes(block=mp.CUDA_BLOCK if job.device == "cuda" else 1) as live:
         for m in (pipe.unet, pipe.vae, pipe.text_encoder):
             for t in list(m.parameters()) + list(m.buffers()):
                 live.adopt(t)
         weights = live.live
-        return weights, mp.run_phases(pipe, job, live)
+
+        def phase(name: str, fn) -> None:
+            live.reset_peak()
+            with mp.emulation(cuda_autocast=cuda_autocast, math_attention=job.attention == "math"):
+                fn()
+            phases[name] = {"peak": live.peak}
+
+        if job.kind == "tune":
+            phase("encode", lambda: pipe.encode_video(torch.zeros(job.vae_batch, job.height, job.width, 3)))
+            cfg = TuneConfig(steps=2, precision=job.precision, gradient_checkpointing=job.checkpointing)
+            phase("tune", lambda: tune(pipe, latents, embeds, cfg))
+        else:
+            phase("sample", lambda: ddim.sample(pipe, embeds, negative_embeds=embeds, latents=latents, steps=1))
+            phase("decode", lambda: pipe.decode_latents(latents[:, :, : job.vae_batch]))
+    return weights, phases
 
 
 TUNE_CPU = mp.Job("tune", 4, 64, 64, "fp32", False, device="cpu")
@@ -193,15 +215,28 @@ def test_out_of_memory_mid_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_job_for_a_loaded_pipeline(configs) -> None:
-    """What check_fits plans for a pipeline: its weight type, tuning's autocast, checkpointing."""
+    """What check_fits plans for a pipeline: its weight type, tuning's autocast, the user's checkpointing
+    (default: on for CUDA, where it is what makes tuning fit, off on the CPU)."""
     pipe = inflate(tiny_pipeline())
     assert mp.configs_of(pipe) == configs
     assert mp.job_for(pipe, "tune", 4, 64, 64) == mp.Job("tune", 4, 64, 64, "fp32", False, "flash", "cpu")
-    assert mp.job_for(pipe, "tune", 4, 64, 64, precision="bf16", checkpointing=True).precision == "bf16"
+    on = mp.job_for(pipe, "tune", 4, 64, 64, precision="bf16", checkpointing=True)
+    assert (on.precision, on.checkpointing) == ("bf16", True)
+    cuda = torch.device("cuda")
+    assert mp.job_for(pipe, "tune", 4, 64, 64, device=cuda).checkpointing is True
+    assert mp.job_for(pipe, "tune", 4, 64, 64, device=cuda, checkpointing=False).checkpointing is False
     raw = tiny_pipeline()
     half = inflate(raw.replace(unet=raw.unet.to(torch.bfloat16)))
     assert mp.job_for(half, "tune", 4, 64, 64).precision == "bf16"  # auto follows half weights
     assert mp.job_for(half, "sample", 4, 64, 64).precision == "bf16"
+
+
+def test_checkpointing_lowers_the_planned_tuning_peak(planner) -> None:
+    """Gradient checkpointing trades compute for activations: the plan must show it, or it passes CUDA
+    jobs that run out of memory (checkpointing off) or refuses ones that fit (on)."""
+    off = planner.plan(dataclasses.replace(TUNE_CUDA, checkpointing=False))
+    on = planner.plan(TUNE_CUDA)
+    assert on.activations < 0.8 * off.activations
 
 
 def test_check_plans_for_the_device_the_job_will_run_on(monkeypatch: pytest.MonkeyPatch) -> None:

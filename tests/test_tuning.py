@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tav.ddim import alphas_cumprod
 from tav.inflation import inflate
 from tav.tuning import TuneConfig, trainable_names, tune
 
@@ -12,8 +13,6 @@ from .tiny import tiny_pipeline
 def _fixed_loss(pipe, latents: torch.Tensor, emb: torch.Tensor) -> float:
     """Mean epsilon-MSE over fixed timesteps and noise: comparable before and after tuning."""
     gen = torch.Generator().manual_seed(123)
-    from tav.ddim import alphas_cumprod
-
     ac = alphas_cumprod(pipe.scheduler_config).float()
     total = 0.0
     with torch.no_grad():
@@ -95,7 +94,28 @@ def test_tunes_inference_tensors_as_comfyui_hands_them(setup) -> None:
         latents = torch.randn(1, 4, 2, 8, 8)
         emb = pipe.encode_prompt("a blue square")
         result = tune(pipe, latents, emb, TuneConfig(steps=2, lr=1e-3))
-    assert len(result.losses) == 2
+    before, after = pipe.unet.state_dict(), result.pipeline.unet.state_dict()
+    names = trainable_names(pipe.unet, TuneConfig().trainable_modules)
+    assert all(not torch.equal(before[k], after[k]) for k in names)  # every trainable tensor learned
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_first_loss_is_the_mse_to_the_models_own_target(setup, prediction_type: str) -> None:
+    """The loss is the MSE to what the model predicts: the noise (epsilon) or v = sqrt(a) noise - sqrt(1-a) x0
+    (SD 2.x-v). Step 1's loss, before any update, is rebuilt here from the seed's noise and timestep."""
+    pipe, latents, emb = setup
+    pipe = pipe.replace(scheduler_config={**pipe.scheduler_config, "prediction_type": prediction_type})
+    loss = tune(pipe, latents, emb, TuneConfig(steps=1, seed=4, gradient_checkpointing=False)).losses[0]
+    gen = torch.Generator().manual_seed(4)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = int(torch.randint(0, 1000, (1,), generator=gen))
+    a = alphas_cumprod(pipe.scheduler_config).float()[t]
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+    with torch.no_grad():
+        pred = pipe.unet(noisy, torch.tensor([t]), emb)
+    assert loss == pytest.approx(torch.nn.functional.mse_loss(pred, target).item(), rel=1e-4)
 
 
 def test_cancel_from_callback_stops(setup) -> None:

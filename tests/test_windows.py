@@ -1,5 +1,7 @@
 """Long clips in windows: spans, fusion, equivalence with one pass, the frame-0 anchor, ControlNet hints."""
 
+import argparse
+
 import pytest
 import torch
 from einops import repeat
@@ -8,7 +10,15 @@ from tav import ddim
 from tav.attention import FrameContext, SharedFrame
 from tav.control import Control
 from tav.inflation import VideoGroupNorm, inflate
-from tav.windows import Windows, even_picks, fused_prediction, fusion_weights
+from tav.windows import (
+    Windows,
+    add_cli_options,
+    even_picks,
+    from_cli,
+    fused_prediction,
+    fusion_weights,
+    window_control,
+)
 
 from .test_control import _controlnet
 from .tiny import tiny_pipeline
@@ -49,6 +59,64 @@ def test_fusion_weights_sum_to_one_and_ramp(length: int, overlap: int, frames: i
         assert torch.equal(weights[0], torch.ones(length))  # one window: exactly the un-windowed output
 
 
+def test_two_frame_windows_are_allowed() -> None:
+    assert Windows(2, 1).spans(3) == [(0, 2), (1, 3)]
+    assert Windows(2).spans(4) == [(0, 2), (2, 4)]
+
+
+@pytest.mark.parametrize(
+    ("spans", "frames", "want"),
+    [
+        ([(0, 4), (2, 6)], 6, [[1, 1, 2 / 3, 1 / 3], [1 / 3, 2 / 3, 1, 1]]),
+        ([(0, 3), (2, 5)], 5, [[1, 1, 1 / 2], [1 / 2, 1, 1]]),  # overlap 1: one frame shared half and half
+        ([(0, 3), (2, 5), (4, 7)], 7, [[1, 1, 1 / 2], [1 / 2, 1, 1 / 2], [1 / 2, 1, 1]]),  # ramps on both sides
+        ([(0, 3), (3, 6)], 6, [[1, 1, 1], [1, 1, 1]]),  # no overlap: each frame from its own window
+    ],
+)
+def test_fusion_weights_written_out(spans: list, frames: int, want: list) -> None:
+    got = fusion_weights(spans, frames)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, torch.tensor(w, dtype=torch.float32))
+
+
+def test_windows_leaving_a_gap_are_a_bug_not_a_black_frame() -> None:
+    with pytest.raises(AssertionError, match="leave frames uncovered"):
+        fusion_weights([(0, 2), (3, 5)], 5)
+
+
+def test_fusing_identical_predictions_gives_them_back_exactly() -> None:
+    """Weights sum to 1 per frame (to float32 precision, their type), and fusion keeps the model's dtype."""
+    x = torch.randn(1, 2, 11, 3, 3, dtype=torch.float64)
+    got = fused_prediction(lambda xw, cw: xw * 3, x, Windows(4, 2))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, x * 3, rtol=1e-6, atol=1e-6)
+
+
+def test_anchor_and_shared_norm_each_take_effect_without_the_other(video) -> None:
+    """Every window setting changes the later windows (never the first, which runs as without windows)."""
+    torch.manual_seed(4)
+    x = torch.randn(1, 4, 6, 8, 8)
+    emb = video.encode_prompt("a blue circle")
+    out = {
+        (anchor, norm): ddim.predict_windows(video, x, 400, emb, None, Windows(3, 0, anchor=anchor, norm=norm))
+        for anchor in (True, False)
+        for norm in ("window", "first_window")
+    }
+    first = out[(False, "window")][:, :, :3]
+    for a, b in [((False, "first_window"), (False, "window")), ((False, "first_window"), (True, "first_window"))]:
+        torch.testing.assert_close(out[a][:, :, :3], first)
+        assert (out[a][:, :, 3:] - out[b][:, :, 3:]).abs().max() > 1e-3, (a, b)
+
+
+def test_window_control_refuses_a_hint_of_another_length(pipe2d) -> None:
+    """Windows slice the hint by clip frame: a hint of another length is refused, not silently sliced."""
+    control = Control(_controlnet(pipe2d.unet, randomize=False), torch.rand(4, 64, 64, 3))
+    with pytest.raises(ValueError, match="hint has 4 frames but the clip has 6"):
+        window_control(control, 0, 3, 6)
+    assert torch.equal(window_control(control, 1, 3, 4).hint, control.hint[1:3])
+
+
 def test_overlap_ramp_values() -> None:
     w = fusion_weights(Windows(8, 2).spans(14), 14)
     torch.testing.assert_close(w[0][-2:], torch.tensor([2 / 3, 1 / 3]))
@@ -64,7 +132,7 @@ def test_overlap_ramp_values() -> None:
         ({"length": 4, "overlap": 4}, 8, "smaller than the window"),
         ({"length": 4, "overlap": 6}, 8, "smaller than the window"),
         ({"length": 4, "overlap": -1}, 8, "at least 0"),
-        ({"length": 4, "norm": "clip"}, 8, "window norm"),
+        ({"length": 4, "norm": "clip"}, 8, "window norm must be one of window, first_window, got 'clip'"),
         ({"length": 9}, 8, "longer than the clip"),
     ],
 )
@@ -272,5 +340,33 @@ def test_even_picks() -> None:
     assert even_picks(32, 8) == [0, 4, 9, 13, 18, 22, 27, 31]
     assert even_picks(8, 8) == list(range(8))
     assert even_picks(5, 1) == [0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot pick 5 of 4 frames"):
         even_picks(4, 5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        ([], None),
+        (["--window", "8"], Windows(8, 2)),  # overlap defaults to a quarter window, anchored, own norms
+        (["--window", "8", "--overlap", "0"], Windows(8, 0)),
+        (["--window", "6", "--overlap", "3", "--no-anchor", "--window-norm", "first_window"],
+         Windows(6, 3, anchor=False, norm="first_window")),
+    ],
+)  # fmt: skip
+def test_cli_options_give_the_windows_asked_for(argv: list[str], want: Windows | None) -> None:
+    parser = argparse.ArgumentParser()
+    add_cli_options(parser)
+    got = from_cli(parser.parse_args(argv))
+    assert got == want
+    if want is not None:
+        assert got.spans(16) == want.spans(16)  # whole-frame overlaps: the clip splits as asked
+
+
+def test_cli_refuses_overlap_without_window_and_unknown_norms() -> None:
+    parser = argparse.ArgumentParser()
+    add_cli_options(parser)
+    with pytest.raises(ValueError, match="^--overlap needs --window$"):
+        from_cli(parser.parse_args(["--overlap", "2"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--window", "4", "--window-norm", "clip"])

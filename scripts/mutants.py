@@ -1,0 +1,100 @@
+"""Mutation testing of one core module with mutmut, against that module's own unit tests.
+
+``python scripts/mutants.py windows`` copies ``tav/`` and ``tests/`` into ``build/mutants/windows``,
+writes a ``[tool.mutmut]`` section that mutates only ``tav/windows.py`` and selects only the test
+files in :data:`TESTS` (mutmut then runs, per mutant, just the tests that cover the mutated
+function), runs it at low CPU priority and prints the score. Each module has its own folder, so
+runs of different modules can run one after another and their results stay for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: the unit test files that own each core module: a mutant must be killed by these, not by a slow test elsewhere
+TESTS: dict[str, list[str]] = {
+    "windows": ["tests/test_windows.py"],
+    "control": ["tests/test_control.py"],
+    "attention": ["tests/test_attention.py"],
+    "ddim": ["tests/test_ddim.py"],
+    "inflation": ["tests/test_inflation.py"],
+    "tuning": ["tests/test_tuning.py"],
+    "weights": ["tests/test_weights.py"],
+    "validation": ["tests/test_reliability.py", "tests/test_ranges.py"],
+    "memory_plan": ["tests/test_memory_plan.py"],
+    "native": ["tests/test_native.py"],
+}
+
+
+def prepare(module: str) -> Path:
+    """A fresh copy of the sources and tests with a mutmut config for ``module``.
+
+    mutmut's cached verdicts are dropped: it keeps them when only the tests changed, so a new test
+    would not kill the survivors it was written for.
+    """
+    work = ROOT / "build" / "mutants" / module
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "e2e", "artifacts")
+    for folder in ("tav", "tests"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+    tests = json.dumps(TESTS[module] + ["-x", "-q", "-p", "no:cacheprovider"])
+    (work / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["tav"]\n'
+        f'only_mutate = ["tav/{module}.py"]\n'
+        f"pytest_add_cli_args_test_selection = {tests}\n"
+        "mutate_only_covered_lines = false\n"
+        'process_isolation = "forkserver"\n'  # torch is not fork-safe once a test has started its threads
+    )
+    return work
+
+
+def score(work: Path) -> dict[str, int]:
+    """Counts per mutmut status (killed, survived, timeout, ...) from ``mutmut results --all``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True
+    ).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        if ":" in line:
+            status = line.rsplit(":", 1)[1].strip()
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", default=list(TESTS), help=f"any of {', '.join(TESTS)} (default: all)")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for module in args.modules:
+        if module not in TESTS:
+            parser.error(f"unknown module {module!r}: use one of {', '.join(TESTS)}")
+        work = prepare(module)
+        env["TAV_MUTANTS_DIR"] = str(work)  # the suite's guard then allows mutmut's files beside the copy
+        start = time.monotonic()
+        subprocess.run(
+            ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env
+        )
+        counts = score(work)
+        killed = counts.get("killed", 0)
+        total = sum(counts.values())  # timeouts are not counted as killed: rerun them before trusting them
+        print(
+            f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f} %) in {time.monotonic() - start:.0f} s"
+        )
+        print(f"  {counts}; survivors: cd {work.relative_to(ROOT)} && mutmut results; mutmut show <name>")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
