@@ -28,8 +28,9 @@ from comfy_api.v0_0_2 import io
 from tav.windows import Windows, fusion_weights
 
 from . import compat
-from .common import CATEGORY, check_choice
+from .common import CATEGORY, check_choice, first_error
 from .native import FrameAnchor, has_tuned
+from .windows import window_error
 
 #: ``tav.windows``' linear ramps over each overlap (weights sum to 1 on every frame): the pipeline path's fusion
 TAV_FUSE = "tav-linear"
@@ -178,13 +179,7 @@ class TAV_ContextWindows(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, window: Optional[int] = None, overlap: Optional[int] = None) -> bool | str:
-        if window is None or overlap is None:
-            return True
-        try:
-            Windows(int(window), int(overlap))
-        except ValueError as e:
-            return str(e)
-        return True
+        return first_error(window_error(window, overlap))
 
     @classmethod
     def execute(
