@@ -25,7 +25,8 @@ TESTS: dict[str, list[str]] = {
     "windows": ["tests/test_windows.py"],
     "control": ["tests/test_control.py"],
     "attention": ["tests/test_attention.py"],
-    "ddim": ["tests/test_ddim.py"],
+    # ddim's windowed and ControlNet paths (predict_windows, predict's residuals) are tested beside windows and control
+    "ddim": ["tests/test_ddim.py", "tests/test_windows.py", "tests/test_control.py"],
     "inflation": ["tests/test_inflation.py"],
     "tuning": ["tests/test_tuning.py"],
     "weights": ["tests/test_weights.py"],

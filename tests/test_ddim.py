@@ -40,11 +40,11 @@ class GaussianEps(torch.nn.Module):
     """The exact denoiser for data ~ N(mu, sd^2): DDIM is then the probability-flow ODE, so
     inversion followed by sampling must return the input up to DDIM's discretisation error."""
 
-    def __init__(self, mu: float, sd: float, prediction_type: str) -> None:
+    def __init__(self, mu: float, sd: float, prediction_type: str, schedule: dict = SCHEDULER) -> None:
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.mu, self.sd, self.pred = mu, sd, prediction_type
-        self.ac = ddim.alphas_cumprod(SCHEDULER).float()
+        self.ac = ddim.alphas_cumprod(schedule).float()
 
     def forward(self, x, t, emb, return_dict=False):
         a = self.ac[int(t)]
@@ -52,6 +52,8 @@ class GaussianEps(torch.nn.Module):
         if self.pred == "epsilon":
             return (eps,)
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        if self.pred == "sample":
+            return (x0,)
         return (a.sqrt() * eps - (1 - a).sqrt() * x0,)
 
 
@@ -182,3 +184,108 @@ def test_bad_arguments() -> None:
         ddim.sample(pipe, emb)
     with pytest.raises(ValueError, match=r"\[1, C, frames"):
         ddim.invert(pipe, torch.zeros(4, 8, 8))
+
+
+BETAS = torch.linspace(1e-4, 0.03, 200).tolist()
+SCHEDULES = {
+    "sd": {k: v for k, v in SCHEDULER.items() if not k.startswith("_")},
+    "500 steps, offset 0, alpha to one": {
+        "num_train_timesteps": 500, "beta_start": 0.001, "beta_end": 0.02, "beta_schedule": "linear",
+        "steps_offset": 0, "set_alpha_to_one": True,
+    },
+    "trained betas": {"num_train_timesteps": 200, "trained_betas": BETAS, "steps_offset": 1, "set_alpha_to_one": False},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_sampling_matches_a_diffusers_ddim_loop(name: str, prediction_type: str) -> None:
+    """Whole sampling runs, not single steps: the schedule read from the model's scheduler config
+    (train length, offset, trained betas, the final alpha) must be the one diffusers builds from it."""
+    config = {**SCHEDULES[name], "prediction_type": prediction_type, "clip_sample": False}
+    model = GaussianEps(0.3, 0.5, prediction_type, config)
+    pipe = Pipeline(model, None, None, None, config)
+    sched = DDIMScheduler(**config)
+    sched.set_timesteps(7)
+    x = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    emb = torch.zeros(1, 77, 8)
+    want = x.clone()
+    for t in sched.timesteps:
+        want = sched.step(model(want, t, emb)[0], t, want).prev_sample
+    got = ddim.sample(pipe, emb, latents=x, steps=7, guidance_scale=1.0)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_scheduler_config_without_the_optional_keys_gets_the_references_schedule() -> None:
+    """A config with only the betas is SD's: 1000 train steps, steps_offset 1, final alpha alpha_bar_0
+    (the reference's schedule), whatever diffusers' own defaults are."""
+    bare = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+    full = {**bare, "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": False}
+    x = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    emb = torch.zeros(1, 77, 8)
+    runs = []
+    for config in (bare, full):
+        pipe = Pipeline(GaussianEps(0.3, 0.5, "epsilon"), None, None, None, config)
+        runs.append(ddim.sample(pipe, emb, latents=x, steps=7, guidance_scale=1.0))
+        runs.append(ddim.invert(pipe, x, steps=7, prompt_embeds=emb))
+    for a, b in zip(runs[:2], runs[2:], strict=True):
+        assert torch.equal(a, b)
+    assert ddim.ddim_timesteps(1000, 50) == ddim.ddim_timesteps(1000, 50, 1)  # the default offset is 1
+
+
+def test_ddim_step_is_deterministic_unless_eta_is_given() -> None:
+    x, out = torch.randn(2, 4, 4), torch.randn(2, 4, 4)
+    plain = ddim.ddim_step(x, out, 0.5, 0.8, "epsilon")
+    assert torch.equal(plain, ddim.ddim_step(x, out, 0.5, 0.8, "epsilon", 0.0))
+    with pytest.raises(ValueError, match="eta > 0 needs noise"):
+        ddim.ddim_step(x, out, 0.5, 0.8, "epsilon", 0.5)
+    with pytest.raises(ValueError, match="unsupported prediction_type 'flow'"):
+        ddim.split_prediction(out, x, 0.5, "flow")
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["2d", "inflated"])
+def test_a_half_precision_unet_takes_float32_latents_and_gives_float32(video: bool) -> None:
+    """The loaders keep UNets in bf16/fp16 while the DDIM loop runs in float32: predict casts in and out."""
+    pipe = tiny_pipeline(seed=3)
+    pipe = inflate(pipe) if video else pipe
+    x = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = pipe.encode_prompt("a red square")
+    want = ddim.predict(pipe, x, 500, emb)
+    pipe.unet.to(torch.bfloat16)
+    got = ddim.predict(pipe, x, 500, emb)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
+
+
+def test_latents_of_another_shape_or_with_nan_are_refused() -> None:
+    pipe = tiny_pipeline()
+    emb = torch.zeros(1, 77, 32)
+    for shape in ((2, 4, 2, 8, 8), (1, 4, 8, 8)):  # two videos; one frame without its frame axis
+        with pytest.raises(ValueError, match=r"one video's latents shaped \[1, C, frames, h, w\]"):
+            ddim.sample(pipe, emb, latents=torch.zeros(shape))
+    bad = torch.zeros(1, 4, 2, 8, 8)
+    bad[0, 0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="the starting latents holds NaN values.*re-run the inversion"):
+        ddim.invert(pipe, bad, steps=2)
+
+
+class Overflow(torch.nn.Module):
+    """A UNet whose output overflows at the second step (fp16 overflow, a huge cfg)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def forward(self, x, t, emb, return_dict=False):
+        self.calls += 1
+        return (torch.full_like(x, float("inf") if self.calls > 1 else 0.1),)
+
+
+def test_the_first_non_finite_step_stops_the_run_with_advice() -> None:
+    pipe = Pipeline(Overflow(), None, None, None, dict(SCHEDULER))
+    x, emb = torch.randn(1, 4, 2, 4, 4), torch.zeros(1, 77, 8)
+    with pytest.raises(
+        ValueError, match=r"(?s)sampling produced NaN/infinite values at step 2 of 3.*use fp32 precision"
+    ):
+        ddim.sample(pipe, emb, latents=x, steps=3, guidance_scale=1.0)
