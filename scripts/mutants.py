@@ -27,7 +27,8 @@ TESTS: dict[str, list[str]] = {
     "attention": ["tests/test_attention.py"],
     # ddim's windowed and ControlNet paths (predict_windows, predict's residuals) are tested beside windows and control
     "ddim": ["tests/test_ddim.py", "tests/test_windows.py", "tests/test_control.py"],
-    "inflation": ["tests/test_inflation.py"],
+    # the first-window GroupNorm statistics (VideoGroupNorm._shared_stats) exist for windows and are tested there
+    "inflation": ["tests/test_inflation.py", "tests/test_windows.py"],
     "tuning": ["tests/test_tuning.py"],
     "weights": ["tests/test_weights.py"],
     "validation": ["tests/test_reliability.py", "tests/test_ranges.py"],

@@ -5,12 +5,22 @@ import re
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from einops import rearrange
 
 from tav.attention import FrameContext
-from tav.inflation import VideoGroupNorm, VideoUNet, inflate, temporal_state_dict
+from tav.inflation import (
+    VideoGroupNorm,
+    VideoUNet,
+    inflate,
+    load_reference_unet,
+    share_weights_copy,
+    temporal_state_dict,
+    transformer_blocks,
+)
+from tav.pipeline import Pipeline
 from tav.tuning import DEFAULT_TRAINABLE, trainable_names
 
-from .tiny import tiny_pipeline
+from .tiny import tiny_pipeline, tiny_unet
 
 ATOL = 1e-5  # float32; measured max |diff| is 0 for one frame and ~1e-6 for identical frames
 
@@ -105,6 +115,7 @@ def test_keys_are_diffusers_plus_reference_temporal_keys(pipe) -> None:
     assert new and all(pattern.match(k) for k in new), sorted(new)[:5]
     n_blocks = sum(1 for k in new if k.endswith("norm_temp.weight"))
     assert len(new) == 7 * n_blocks
+    assert set(temporal_state_dict(video.unet)) == new
 
 
 def test_input_pipeline_untouched_and_weights_shared(pipe) -> None:
@@ -121,7 +132,7 @@ def test_input_pipeline_untouched_and_weights_shared(pipe) -> None:
 
 
 def test_inflate_twice_is_refused(pipe) -> None:
-    with pytest.raises(ValueError, match="already inflated"):
+    with pytest.raises(ValueError, match="already inflated; inflate the 2-D pipeline it came from"):
         inflate(inflate(pipe))
 
 
@@ -137,8 +148,6 @@ def _sd15_trainable_count(train_temporal_bias: bool = True) -> int:
     )
     with torch.device("meta"):
         unet = UNet2DConditionModel(**cfg)
-    from tav.pipeline import Pipeline
-
     video = inflate(Pipeline(unet, None, None, None, {}))
     params = dict(video.unet.named_parameters())
     names = trainable_names(video.unet, DEFAULT_TRAINABLE)
@@ -151,3 +160,202 @@ def test_sd15_trainable_count_matches_formula() -> None:
     dims = [320] * 5 + [640] * 5 + [1280] * 6
     assert count == sum(6 * d * d + d for d in dims)
     assert round(count / 1e6, 1) == 74.4
+
+
+def _pooled_norm(frames: int):  # noqa: ANN202 - a forward hook
+    """Forward hook: replace a 2-D GroupNorm's output by the norm pooled over each video's frames (written out)."""
+
+    def hook(m: torch.nn.GroupNorm, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        g = rearrange(x, "(b f) (g c) h w -> b g (f c h w)", f=frames, g=m.num_groups)
+        y = (g - g.mean(-1, keepdim=True)) / (g.var(-1, unbiased=False, keepdim=True) + m.eps).sqrt()
+        y = rearrange(y, "b g (f c h w) -> (b f) (g c) h w", f=frames, h=x.shape[-2], w=x.shape[-1])
+        return y * m.weight[:, None, None] + m.bias[:, None, None]
+
+    return hook
+
+
+@pytest.mark.parametrize("frames", [2, 3])
+def test_video_norm_is_the_references_resnet_and_output_norms_pooled_over_frames(frames: int) -> None:
+    """The whole inflated UNet against the 2-D one whose resnet norms and ``conv_norm_out`` pool over each
+    video's frames (the reference's 5-D GroupNorm; its transformers' norms stay per frame). Cross-frame
+    attention is off and temporal attention adds exactly 0, so the norms are all that couples frames.
+    The GroupNorms get eps 1e-2 so a norm that forgot its own eps is seen."""
+    p2 = tiny_pipeline(seed=3)
+    for m in p2.unet.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.eps = 1e-2
+    video = inflate(p2, attention="frame", zero_temporal_bias=True)
+    x = torch.randn(2, 4, frames, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[1] = 4 * x[1] + 1
+    emb = _emb(p2, 2)
+    with torch.no_grad():
+        got = video.unet(x, 400, emb)
+        per_frame = p2.unet(rearrange(x, "b c f h w -> (b f) c h w"), 400, emb.repeat_interleave(frames, 0)).sample
+        norms = [m for n, m in p2.unet.named_modules() if re.search(r"resnets\.\d+\.norm[12]$|^conv_norm_out$", n)]
+        hooks = [m.register_forward_hook(_pooled_norm(frames)) for m in norms]
+        try:
+            want = p2.unet(rearrange(x, "b c f h w -> (b f) c h w"), 400, emb.repeat_interleave(frames, 0)).sample
+        finally:
+            for h in hooks:
+                h.remove()
+    want = rearrange(want, "(b f) c h w -> b c f h w", f=frames)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (got - rearrange(per_frame, "(b f) c h w -> b c f h w", f=frames)).abs().max() > 1e-3  # pooling matters
+    framewise = inflate(p2, attention="frame", zero_temporal_bias=True, norm="frame")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            framewise.unet(x, 400, emb), rearrange(per_frame, "(b f) c h w -> b c f h w", f=frames)
+        )
+
+
+def test_each_block_adds_temporal_attention_across_frames_after_its_feed_forward(pipe) -> None:
+    """A transformer block's output is the 2-D block's plus ``attn_temp(norm_temp(.))``, attention over the
+    frames at each spatial position (multi-head, no positional encoding), written out here."""
+    video = inflate(pipe, attention="frame")
+    block, twin = transformer_blocks(video.unet.unet)[0], transformer_blocks(pipe.unet)[0]
+    t = block.attn_temp
+    with torch.no_grad():
+        t.to_out[0].weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    f, n, d = 3, 16, block.norm_temp.normalized_shape[0]
+    gen = torch.Generator().manual_seed(2)
+    x, ehs = torch.randn(2 * f, n, d, generator=gen), torch.randn(2 * f, 77, 32, generator=gen)
+    video.unet.ctx.frames = f
+    with torch.no_grad():
+        got = block(x, encoder_hidden_states=ehs)
+        base = twin(x, encoder_hidden_states=ehs)
+        h = rearrange(block.norm_temp(base), "(b f) n d -> (b n) f d", f=f)
+        q, k, v = (rearrange(proj(h), "bn f (H e) -> bn H f e", H=t.heads) for proj in (t.to_q, t.to_k, t.to_v))
+        w = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+        o = t.to_out[0](rearrange(w @ v, "bn H f e -> bn f (H e)"))
+        want = base + rearrange(o, "(b n) f d -> (b f) n d", n=n)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (got - base).abs().max() > 1e-2
+
+
+def test_unet_keyword_arguments_reach_the_2d_unet(pipe) -> None:
+    """ControlNet residuals are passed through: one frame with an exact-identity temporal layer is the 2-D UNet."""
+    video = inflate(pipe, zero_temporal_bias=True)
+    x, emb = torch.randn(1, 4, 1, 8, 8), _emb(pipe)
+    down, mid = _residual_shapes(pipe, x[:, :, 0], emb)
+    gen = torch.Generator().manual_seed(0)
+    kw = {
+        "down_block_additional_residuals": tuple(torch.randn(s, generator=gen) for s in down),
+        "mid_block_additional_residual": torch.randn(mid, generator=gen),
+    }
+    with torch.no_grad():
+        got = video.unet(x, 400, emb, **kw)[:, :, 0]
+        want = pipe.unet(x[:, :, 0], 400, emb, **kw).sample
+        plain = video.unet(x, 400, emb)[:, :, 0]
+    assert (got - want).abs().max().item() <= ATOL
+    assert (got - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"VideoUNet expects \[batch, channels, frames, h, w\], got \(1, 4, 8, 8\)"):
+        video.unet(x[:, :, 0], 400, emb)
+
+
+def _residual_shapes(pipe: Pipeline, x: torch.Tensor, emb: torch.Tensor) -> tuple[list[tuple], tuple]:
+    """The shapes of the down-block and mid-block residuals a ControlNet gives this UNet: the outputs of
+    conv_in, of every down resnet and downsampler, and of the mid block (recorded from a 2-D forward)."""
+    down: list[tuple] = []
+    mid: list[tuple] = []
+    modules = [pipe.unet.conv_in] + [m for b in pipe.unet.down_blocks for m in [*b.resnets, *(b.downsamplers or [])]]
+    hooks = [m.register_forward_hook(lambda m, a, o: down.append(tuple(o.shape))) for m in modules]
+    hooks.append(pipe.unet.mid_block.register_forward_hook(lambda m, a, o: mid.append(tuple(o.shape))))
+    try:
+        with torch.no_grad():
+            pipe.unet(x, 400, emb)
+    finally:
+        for h in hooks:
+            h.remove()
+    return down, mid[0]
+
+
+def test_inflate_records_its_options_and_refuses_unknown_ones(pipe) -> None:
+    """The options are stored on the UNet (tuned files record them, loaders check them) and checked first."""
+    video = inflate(pipe, norm="frame", attention="sparse_causal_self")
+    assert (video.unet.norm, video.unet.attention) == ("frame", "sparse_causal_self")
+    with pytest.raises(ValueError, match="norm must be one of video, frame, got 'videos'"):
+        inflate(pipe, norm="videos")
+    with pytest.raises(ValueError, match="attention must be one of sparse_causal, sparse_causal_self, frame, got 'x'"):
+        inflate(pipe, attention="x")
+
+
+def test_unets_without_self_attention_blocks_are_refused() -> None:
+    plain = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type=None, cross_attention_dim=32,
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError, match="the UNet has no transformer blocks: Tune-A-Video needs a cross-attention UNet"
+    ):
+        inflate(Pipeline(plain, None, None, None, {}))
+    cross_only = UNet2DConditionModel(**{**tiny_unet().config, "only_cross_attention": True})
+    with pytest.raises(ValueError, match=r"UNets whose attn1 is cross-attention \(only_cross_attention\) are not"):
+        inflate(Pipeline(cross_only, None, None, None, {}))
+
+
+def test_temporal_layers_follow_the_unet(pipe) -> None:
+    """They are seeded (the default seed is 0), trainable even when inflated under inference mode (as
+    ComfyUI runs nodes), in the UNet's dtype, and upcast their attention where the UNet's does (SD 2.1)."""
+    a, b = temporal_state_dict(inflate(pipe).unet), temporal_state_dict(inflate(pipe, seed=0).unet)
+    c = temporal_state_dict(inflate(pipe, seed=1).unet)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    with torch.inference_mode():
+        video = inflate(pipe)
+    assert not any(t.is_inference() for t in temporal_state_dict(video.unet).values())
+    half = Pipeline(tiny_unet(seed=3).to(torch.bfloat16), None, None, None, {})
+    assert {t.dtype for t in temporal_state_dict(inflate(half).unet).values()} == {torch.bfloat16}
+    upcast = UNet2DConditionModel(**{**tiny_unet().config, "upcast_attention": True})
+    blocks = transformer_blocks(inflate(Pipeline(upcast, None, None, None, {})).unet.unet)
+    assert all(b.attn_temp.upcast_attention for b in blocks)
+
+
+def test_inflating_fake_tensors_builds_without_moving_them() -> None:
+    """The memory planner inflates a UNet made of fake tensors (Module.to cannot move those)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        video = inflate(Pipeline(tiny_unet(), None, None, None, {}))
+    assert len(temporal_state_dict(video.unet)) > 0
+
+
+def test_share_weights_copy_shares_all_but_what_it_is_told_to_copy() -> None:
+    """What nodes rely on to return a new model without copying (or mutating) the frozen weights."""
+    m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    m[1].weight.requires_grad_(False)
+    copy = share_weights_copy(m, [m[0].weight, m[1].weight])
+    assert copy[0].bias is m[0].bias and copy[1].bias is m[1].bias
+    for own, orig in ((copy[0].weight, m[0].weight), (copy[1].weight, m[1].weight)):
+        assert own is not orig and own.data_ptr() != orig.data_ptr() and torch.equal(own, orig)
+        assert isinstance(own, torch.nn.Parameter) and own.requires_grad == orig.requires_grad
+    with torch.inference_mode():
+        loaded = torch.nn.Linear(3, 3)  # as a loader under ComfyUI's inference mode makes it
+    assert share_weights_copy(loaded).weight is loaded.weight  # shared unless asked
+    trainable = share_weights_copy(loaded, copy_inference=True)
+    assert not trainable.weight.is_inference() and torch.equal(trainable.weight, loaded.weight)
+    with torch.inference_mode():
+        made_inside = share_weights_copy(m, [m[0].weight])
+    assert not made_inside[0].weight.is_inference()
+
+
+def test_load_reference_unet_loads_every_weight_strictly(pipe) -> None:
+    """An official checkpoint is a whole inflated UNet's state dict: loaded into a copy, the input untouched."""
+    source = inflate(pipe, seed=5)
+    sd = source.unet.unet.state_dict()
+    x, emb = torch.randn(1, 4, 3, 8, 8), _emb(pipe)
+    for start in (pipe, inflate(pipe)):
+        loaded = load_reference_unet(start, sd)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.unet(x, 400, emb), source.unet(x, 400, emb))
+    inflated = inflate(pipe)
+    before = temporal_state_dict(inflated.unet)
+    load_reference_unet(inflated, sd)
+    assert all(torch.equal(v, temporal_state_dict(inflated.unet)[k]) for k, v in before.items())
+    broken = dict(sd)
+    key = next(k for k in broken if k.endswith("attn_temp.to_q.weight"))
+    del broken[key]
+    broken["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"does not match this UNet's architecture: 1 missing keys .*1 unexpected"):
+        load_reference_unet(pipe, broken)
+    assert load_reference_unet(pipe, sd, norm="frame").unet.norm == "frame"
