@@ -74,23 +74,55 @@ def score(work: Path) -> dict[str, int]:
     return counts
 
 
+def survivors(work: Path) -> list[str]:
+    """The mutants an earlier run of this folder left alive (survived, timed out or not run)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True
+    ).stdout
+    return [line.rsplit(":", 1)[0].strip() for line in out.splitlines() if ":" in line and "killed" not in line]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(TESTS), help=f"any of {', '.join(TESTS)} (default: all)")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun only what the module's last run left alive, in a fresh copy with today's tests "
+        "(tests only get stronger, so what they killed stays killed); the score line counts the earlier kills",
+    )
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for module in args.modules:
         if module not in TESTS:
             parser.error(f"unknown module {module!r}: use one of {', '.join(TESTS)}")
+        earlier = ROOT / "build" / "mutants" / module
+        alive: list[str] = []
+        if args.survivors:
+            if not (earlier / "mutants").is_dir():
+                parser.error(f"--survivors: {module} has no earlier run in {earlier}")
+            total_before = sum(score(earlier).values())
+            alive = survivors(earlier)
+            if not alive:
+                print(f"{module}: no survivors to rerun")
+                continue
         work = prepare(module)
         env["TAV_MUTANTS_DIR"] = str(work)  # the suite's guard then allows mutmut's files beside the copy
         start = time.monotonic()
         subprocess.run(
-            ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work, env=env
+            ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", "2", *alive],
+            cwd=work,
+            env=env,
         )
         counts = score(work)
-        killed = counts.get("killed", 0)
-        total = sum(counts.values())  # timeouts are not counted as killed: rerun them before trusting them
+        if args.survivors:  # the fresh copy knows every mutant; only the rerun ones have a verdict
+            rerun = {k: v for k, v in counts.items() if k != "not checked"}
+            killed = total_before - len(alive) + rerun.get("killed", 0)
+            total = total_before
+            counts = {"rerun": len(alive), **rerun}
+        else:
+            killed = counts.get("killed", 0)
+            total = sum(counts.values())  # timeouts are not counted as killed: rerun them before trusting them
         print(
             f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f} %) in {time.monotonic() - start:.0f} s"
         )
