@@ -218,3 +218,73 @@ def test_resolve_precision_follows_half_weights() -> None:
     assert resolve_precision("fp32", cuda, torch.float16) is None
     assert resolve_precision("bf16", cpu, torch.float16) is torch.bfloat16
     assert half_dtype(cpu) is torch.float16  # bf16 only where a GPU supports it
+
+
+def test_first_adam_step_moves_every_trained_weight_by_the_learning_rate(setup) -> None:
+    """AdamW's first update is lr * g / (|g| + eps) per element (minus lr * decay * w): the step size the
+    user asked for, which clipping rescales only through eps. Pins lr, weight decay and clipping together."""
+    pipe, latents, emb = setup
+    names = trainable_names(pipe.unet, TuneConfig().trainable_modules)
+    base = dict(pipe.unet.named_parameters())
+
+    def moved(**kw: float) -> torch.Tensor:
+        tuned = dict(tune(pipe, latents, emb, TuneConfig(steps=1, seed=2, **kw)).pipeline.unet.named_parameters())
+        return torch.cat([(tuned[n] - base[n]).detach().flatten() for n in names])
+
+    step = moved(lr=2e-3, weight_decay=0.0)
+    assert step.abs().max().item() == pytest.approx(2e-3, rel=1e-3)
+    assert (step.abs() > 1.8e-3).float().mean() > 0.5  # most weights have a gradient well above eps
+    weights = torch.cat([base[n].detach().flatten() for n in names])
+    decayed = moved(lr=2e-3, weight_decay=10.0)  # decoupled decay: w -> w (1 - lr * wd), then the Adam step
+    torch.testing.assert_close(decayed - step, -2e-3 * 10.0 * weights, rtol=1e-3, atol=1e-6)
+    clipped = moved(lr=2e-3, weight_decay=0.0, max_grad_norm=1e-12)  # gradients far below Adam's eps
+    assert clipped.abs().max().item() < 1e-5
+
+
+def test_the_result_records_the_clip_and_is_ready_to_sample(setup, monkeypatch) -> None:
+    """Saved with the tuned weights: the caption, frames, pixel size and trained modules. After tuning the
+    UNet is back in eval mode, frozen, and without gradient checkpointing (on only where asked, or on CUDA)."""
+    pipe, latents, emb = setup
+    calls: list[str] = []
+    unet_cls = type(pipe.unet.unet)
+    monkeypatch.setattr(unet_cls, "enable_gradient_checkpointing", lambda self: calls.append("on"))
+    monkeypatch.setattr(unet_cls, "disable_gradient_checkpointing", lambda self: calls.append("off"))
+    result = tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["attn_temp"]), prompt="a red circle")
+    assert result.pipeline.info == {
+        "prompt": "a red circle", "frames": 4, "height": 64, "width": 64, "trainable_modules": ["attn_temp"],
+    }  # fmt: skip
+    unet = result.pipeline.unet
+    assert not unet.training and not any(p.requires_grad for p in unet.parameters())
+    assert calls == []  # auto on the CPU: off
+    tune(pipe, latents, emb, TuneConfig(steps=1, gradient_checkpointing=True))
+    assert calls == ["on", "off"]
+
+
+def test_seeds_pick_different_noise_and_timesteps(setup) -> None:
+    pipe, latents, emb = setup
+    a = tune(pipe, latents, emb, TuneConfig(steps=2, seed=1)).losses
+    b = tune(pipe, latents, emb, TuneConfig(steps=2, seed=2)).losses
+    assert a != b
+    assert (
+        tune(pipe, latents, emb, TuneConfig(steps=2)).losses
+        == tune(pipe, latents, emb, TuneConfig(steps=2, seed=33)).losses
+    )
+
+
+def test_bad_settings_and_a_diverging_run_are_clear_errors(setup) -> None:
+    pipe, latents, emb = setup
+    with pytest.raises(ValueError, match=r"expected one clip's latents \[1, C, frames, h, w\], got \(2, 4, 4, 8, 8\)"):
+        tune(pipe, latents.repeat(2, 1, 1, 1, 1), emb, TuneConfig(steps=1))
+    with pytest.raises(ValueError, match=r"got \(4, 4, 8, 8\)"):
+        tune(pipe, latents[0], emb, TuneConfig(steps=1))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        tune(pipe, latents, emb, TuneConfig(steps=0))
+    with pytest.raises(ValueError, match="precision must be auto, fp32, fp16 or bf16, got 'fp8'"):
+        tune(pipe, latents, emb, TuneConfig(steps=1, precision="fp8"))
+    with pytest.raises(ValueError, match=r"match no module of this UNet; use suffixes of module names such as \["):
+        tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=["nonexistent"]))
+    with pytest.raises(
+        ValueError,
+        match=r"tuning diverged: the loss became (inf|nan) at step 1 of 2; lower the learning rate \(now 3e-05\)",
+    ):
+        tune(pipe, latents * 1e30, emb, TuneConfig(steps=2))
