@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from tav.inflation import inflate, load_reference_unet
 from tav.tuning import TuneConfig, trainable_names, tune
 from tav.validation import InputError
-from tav.weights import fingerprint, load_tuned, read_metadata, save_tuned
+from tav.weights import base_fingerprint, fingerprint, load_latents, load_tuned, read_metadata, save_latents, save_tuned
 
 from .tiny import tiny_pipeline
 
@@ -120,3 +120,140 @@ def test_official_checkpoint_layout_loads_and_reproduces(tuned, tmp_path) -> Non
     sd.pop(next(iter(sd)))
     with pytest.raises(ValueError, match="missing keys"):
         load_reference_unet(base, sd)
+
+
+def _rewrite(src, dst, *, meta=None, drop=(), tensors=None):  # noqa: ANN001, ANN202
+    """A copy of a tuned file with metadata keys changed (None removes one) and tensors replaced."""
+    with safe_open(str(src), "pt") as f:
+        old_meta = f.metadata()
+        old = {k: f.get_tensor(k) for k in f.keys()}
+    new_meta = {k: v for k, v in {**old_meta, **(meta or {})}.items() if v is not None and k not in drop}
+    save_file(old if tensors is None else tensors, str(dst), metadata=new_meta)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("meta", "drop", "message"),
+    [
+        ({}, ("base_fingerprint",), r"lacks the metadata base_fingerprint: it is damaged or hand-made; re-save it"),
+        ({}, ("norm", "attention"), r"lacks the metadata norm, attention"),
+        ({"trainable_modules": '"attn1.to_q"'}, (), r"metadata trainable_modules is not a JSON list of names"),
+        ({"trainable_modules": "[1]"}, (), r"metadata trainable_modules is not a JSON list of names"),
+        ({"trainable_modules": "attn1"}, (), r"metadata trainable_modules is not a JSON list of names"),
+        ({"frames": "3.5"}, (), r"metadata frames='3.5' is not a whole number; re-save the file"),
+        ({"width": "-64"}, (), r"metadata width='-64' is not a whole number"),
+        ({"norm": "batch"}, (), r"unknown norm/attention 'batch'/'sparse_causal' in its metadata \(this version knows "
+         r"norm video/frame, attention sparse_causal/sparse_causal_self/frame\); it was saved by a newer version"),
+        ({"attention": "full"}, (), r"unknown norm/attention 'video'/'full'"),
+    ],
+)  # fmt: skip
+def test_damaged_metadata_is_refused_with_what_to_do(tuned, tmp_path, meta, drop, message) -> None:
+    _, pipe, _ = tuned
+    good = tmp_path / "good.safetensors"
+    save_tuned(good, pipe)
+    bad = _rewrite(good, tmp_path / "bad.safetensors", meta=meta, drop=drop)
+    with pytest.raises(InputError, match=message):
+        read_metadata(bad)
+
+
+def test_damaged_tensors_are_refused_with_what_to_do(tuned, tmp_path) -> None:
+    base, pipe, _ = tuned
+    good = tmp_path / "good.safetensors"
+    save_tuned(good, pipe)
+    with safe_open(str(good), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    key = sorted(tensors)[0]
+    cases = [
+        ({}, r"hold no tensors: re-save them"),
+        (
+            {**tensors, "extra.weight": torch.zeros(2)},
+            r"holds tensors this UNet does not have, e.g. \['extra.weight'\]",
+        ),
+        ({**tensors, key: torch.zeros(2)}, rf"{key} has shape \(2,\), model has \({tensors[key].shape[0]}, "),
+        ({**tensors, key: torch.full_like(tensors[key], float("nan"))}, r"holds NaN values.*the file is corrupted"),
+    ]
+    for i, (bad_tensors, message) in enumerate(cases):
+        bad = _rewrite(good, tmp_path / f"bad{i}.safetensors", tensors=bad_tensors)
+        with pytest.raises(ValueError, match=message):  # InputError, or NonFiniteError for NaN
+            load_tuned(bad, base)
+    other = tiny_pipeline(seed=12).replace(source="my-dreambooth.safetensors")
+    with pytest.raises(ValueError, match=r"fingerprint [0-9a-f]{16}, source .*\), but this model's fingerprint is "
+                       r"[0-9a-f]{16} \(my-dreambooth.safetensors\)\. Load the checkpoint they were tuned from"):  # fmt: skip
+        load_tuned(good, other)
+
+
+def test_saved_metadata_comes_from_the_tuning_unless_overridden(tuned, tmp_path) -> None:
+    """What tune() recorded (caption, frames, size, modules) is saved and comes back as the loaded info."""
+    base, _, _ = tuned
+    video = inflate(base)
+    latents = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    cfg = TuneConfig(steps=1, trainable_modules=["attn_temp", "attn1.to_q"])
+    pipe = tune(video, latents, base.encode_prompt("a cat"), cfg, prompt="a cat walks").pipeline
+    meta = save_tuned(tmp_path / "a.safetensors", pipe, extra={"fps": "8"})
+    assert {k: meta[k] for k in ("prompt", "frames", "height", "width", "trainable_modules", "fps")} == {
+        "prompt": "a cat walks", "frames": "3", "height": "64", "width": "64",
+        "trainable_modules": '["attn_temp", "attn1.to_q"]', "fps": "8",
+    }  # fmt: skip
+    assert (meta["format"], meta["norm"], meta["attention"], meta["prediction_type"]) == (
+        "tav-tuned/1", "video", "sparse_causal", "epsilon",
+    )  # fmt: skip
+    assert meta["base_source"] == (base.source or "") and meta["tav_version"]
+    loaded = load_tuned(tmp_path / "a.safetensors", base)
+    assert loaded.info == {
+        "prompt": "a cat walks", "trainable_modules": ["attn_temp", "attn1.to_q"], "frames": 3, "height": 64, "width": 64,
+    }  # fmt: skip
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(trainable_names(pipe.unet.unet, cfg.trainable_modules)) | {
+            k for k in pipe.unet.unet.state_dict() if "_temp." in k
+        }
+    over = save_tuned(
+        tmp_path / "b.safetensors", pipe, prompt="", frames=8, height=32, width=48, trainable_modules=["attn_temp"]
+    )
+    assert (over["prompt"], over["frames"], over["height"], over["width"]) == ("", "8", "32", "48")
+    assert json.loads(over["trainable_modules"]) == ["attn_temp"]
+    with pytest.raises(ValueError, match=r"save_tuned\(\) needs an inflated \(and tuned\) pipeline"):
+        save_tuned(tmp_path / "c.safetensors", base)
+
+
+def test_fingerprint_covers_names_shapes_and_the_whole_of_each_tensor() -> None:
+    big = torch.arange(100_000, dtype=torch.float32) / 1e5
+    fp = fingerprint(torch.nn.ParameterDict({"w": torch.nn.Parameter(big)}))
+    late = big.clone()
+    late[48_000] += 0.5  # on the strided sample (every 24th value), far past the first 4096
+    assert fingerprint(torch.nn.ParameterDict({"w": torch.nn.Parameter(late)})) != fp
+    assert fingerprint(torch.nn.ParameterDict({"v": torch.nn.Parameter(big)})) != fp
+    assert fingerprint(torch.nn.ParameterDict({"w": torch.nn.Parameter(big.view(1000, 100))})) != fp
+    base = tiny_pipeline(seed=11)
+    assert fingerprint(inflate(base).unet) == fingerprint(base.unet)  # the temporal layers are not the base
+    assert base_fingerprint(base.replace(base_fingerprint="0123456789abcdef")) == "0123456789abcdef"
+
+
+def test_latents_files_round_trip_and_refuse_damage(tmp_path) -> None:
+    lat = torch.randn(1, 4, 3, 8, 8)
+    good = tmp_path / "l.safetensors"
+    save_latents(good, lat.double(), {"fps": "8", "steps": "50"})
+    got, meta = load_latents(good)
+    assert got.dtype == torch.float32 and torch.equal(got, lat.double().float())
+    assert meta == {"format": "tav-latents/1", "fps": "8", "steps": "50"}
+    cases = [
+        ({"latents": lat}, {"format": "tav-tuned/1"}, r"is not a latents file \(format 'tav-tuned/1'\); pass the file written by"),
+        ({"other": lat}, {"format": "tav-latents/1"}, r"has no 'latents' tensor: it is damaged"),
+        ({"latents": lat[0]}, {"format": "tav-latents/1"}, r"latents must be one video \[1, C, frames, h, w\], got shape \(4, 3, 8, 8\)"),
+        ({"latents": lat.repeat(2, 1, 1, 1, 1)}, {"format": "tav-latents/1"}, r"got shape \(2, 4, 3, 8, 8\)"),
+        ({"latents": lat.long()}, {"format": "tav-latents/1"}, r"latents must be one video"),
+        ({"latents": lat * float("inf")}, {"format": "tav-latents/1"}, r"holds (infinite|NaN) values.*re-run invert"),
+        ({"latents": lat}, {"format": "tav-latents/1", "fps": "abc"}, r"metadata fps='abc' is not a positive number"),
+        ({"latents": lat}, {"format": "tav-latents/1", "steps": "0"}, r"metadata steps='0' is not a positive number"),
+        ({"latents": lat}, {"format": "tav-latents/1", "fps": "1e9"}, r"metadata fps='1e9'"),
+    ]  # fmt: skip
+    for i, (tensors, meta, message) in enumerate(cases):
+        save_file(tensors, str(tmp_path / f"bad{i}.safetensors"), metadata=meta)
+        with pytest.raises(ValueError, match=message):
+            load_latents(tmp_path / f"bad{i}.safetensors")
+    (tmp_path / "text.safetensors").write_text("not a safetensors file")
+    with pytest.raises(InputError, match=r"latents file .*text.safetensors' is not a readable \.safetensors file \(.*\): "
+                       r"it may be truncated or not a safetensors file at all; re-create it"):  # fmt: skip
+        load_latents(tmp_path / "text.safetensors")
+    with pytest.raises(ValueError, match="the inverted latents holds NaN values; nothing was saved"):
+        save_latents(tmp_path / "n.safetensors", torch.full((1, 4, 1, 2, 2), float("nan")))
+    assert not (tmp_path / "n.safetensors").exists()
