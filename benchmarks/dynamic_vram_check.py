@@ -62,6 +62,8 @@ FLAG_ON = "--enable-dynamic-vram"
 #: what ComfyUI's main.py logs once ModelPatcherDynamic replaces the core patcher
 ENABLED_LINE = "DynamicVRAM support detected and enabled"
 DYNAMIC_MENTION = re.compile(r"dynamic\s?vram", re.IGNORECASE)
+#: newer hosts colour their log levels
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 PACK_LINK = "comfyui-tuneavideo"
 CLIP_SOURCE = REPO / "official_examples" / "videos" / "man-skiing.mp4"
 CLIP = "tav_dynamic_vram_clip.mp4"
@@ -319,7 +321,7 @@ def run_path(host: Host, client: ComfyClient, path: str, s: Settings, checkpoint
 
 
 def dynamic_vram_lines(log: str) -> list[str]:
-    return [line.strip() for line in log.splitlines() if DYNAMIC_MENTION.search(line)][:20]
+    return [ANSI_COLOUR.sub("", line).strip() for line in log.splitlines() if DYNAMIC_MENTION.search(line)][:20]
 
 
 def run_mode(host: Host, mode: str, case: Case, s: Settings, checkpoint: str) -> dict:

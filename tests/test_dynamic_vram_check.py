@@ -126,3 +126,12 @@ def test_the_modes_are_compared_by_max_diff_over_max_ref(tmp_path: Path) -> None
     assert result["native"]["rel_diff"] == pytest.approx(0.05, rel=1e-5)  # the float32 latents' rounding
     assert dvc.compare(host, {"off": off, "on": on}, tolerance=0.04)["native"]["agree"] is False
     assert dvc.compare(host, {"off": off, "on": {"available": False, "why": "--cpu"}}, tolerance=0.06) is None
+
+
+def test_the_log_lines_about_dynamic_vram_are_kept_without_colours() -> None:
+    log = "\x1b[32m[INFO]\x1b[0m DynamicVRAM support detected and enabled\nTotal VRAM 81559 MB\n"
+    log += "\x1b[1m\x1b[33m[WARNING]\x1b[0m Dynamic vram disabled with argument.\n"
+    assert dvc.dynamic_vram_lines(log) == [
+        "[INFO] DynamicVRAM support detected and enabled",
+        "[WARNING] Dynamic vram disabled with argument.",
+    ]
