@@ -135,3 +135,41 @@ def test_the_log_lines_about_dynamic_vram_are_kept_without_colours() -> None:
         "[INFO] DynamicVRAM support detected and enabled",
         "[WARNING] Dynamic vram disabled with argument.",
     ]
+
+
+def test_gpu_check_reports_a_host_whose_pack_link_is_elsewhere(tmp_path: Path) -> None:
+    import argparse
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.with_name("gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").touch()
+    (comfy / "custom_nodes" / "comfyui-tuneavideo").symlink_to(tmp_path, target_is_directory=True)
+    args = argparse.Namespace(comfy_dir=str(comfy), comfy_python=None)
+    result = gpu_check.check_dynamic_vram(args, torch.device("cpu"))
+    assert result["ok"] is False and "does not point at" in result["error"] and str(dvc.REPO) in result["error"]
+
+
+class _FailingClient:
+    """Stands in for ComfyClient: the prompt is refused, or it runs and fails in a node."""
+
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+
+    def run(self, prompt: dict, timeout: float) -> tuple[str, dict]:
+        if self.refuse:
+            raise dvc.PromptRejected(400, {"error": {"message": "Prompt outputs failed validation"}})
+        err = {"node_type": "TAV_Tune", "exception_message": "weight is None", "traceback": ["  File x\n"]}
+        return "id", {"status": {"status_str": "error", "messages": [["execution_error", err]]}, "outputs": {}}
+
+
+@pytest.mark.parametrize(("refuse", "text"), [(True, "failed validation"), (False, "TAV_Tune: weight is None")])
+def test_a_failing_graph_is_reported_with_the_hosts_error(tmp_path: Path, refuse: bool, text: str) -> None:
+    s = dvc.Settings("cpu", frames=2, size=32, steps=2, tune_steps=1, learning_rate=1e-3, timeout=60)
+    host = type("FakeHost", (), {"output": tmp_path})()
+    row = dvc.run_path(host, _FailingClient(refuse), "native", s, "ckpt.safetensors", "off")
+    assert row["ok"] is False and text in row["error"] and row["wall_s"] >= 0 and row["gpu_used_peak_bytes"] is None
