@@ -13,7 +13,13 @@ Measured (``--device cuda``, 512x512; expected to take 3-6 minutes on one modern
   (tav.attention_kernels), which shows as math ops here (cross-attention may also use math);
 - the bf16-vs-fp32 difference of one UNet call from the same weights and input;
 - scoring an edit (``tav.metrics``: the edit and its source, 24 frames at 512x512) with a random model
-  of CLIP ViT-L/14's shape in the half type: seconds per frame and ``max_memory_allocated``.
+  of CLIP ViT-L/14's shape in the half type: seconds per frame and ``max_memory_allocated``;
+- with ``--comfy-dir`` (and ``--comfy-python``, the Python that runs that ComfyUI), first of all, while
+  this process holds no GPU memory: ``dynamic_vram_check.py`` in its own process, under "dynamic_vram":
+  the native MODEL path and the pipeline nodes on that live host with dynamic VRAM off and on (where the
+  host offers the mode), each mode's errors, wall time and peak GPU memory, and how far the two modes'
+  results differ. The ComfyUI's ``custom_nodes/comfyui-tuneavideo`` must link to this checkout. A
+  failure there makes the exit status 1; the JSON is written either way.
 
 ``--tiny`` runs the same code on a tiny model at 64x64 on the CPU (how CI tests this script); there
 the "measured" peak is :class:`tav.memory_probe.LiveBytes` on the real tensors, since the CPU
@@ -21,6 +27,7 @@ allocator keeps no peak statistics.
 
     .venv/bin/python benchmarks/gpu_check.py --out benchmarks/gpu_check_<gpu>.json
     .venv/bin/python benchmarks/gpu_check.py --tiny --device cpu
+    .venv/bin/python benchmarks/gpu_check.py --comfy-dir ComfyUI --comfy-python ComfyUI/venv/bin/python --out ...
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import dataclasses
 import functools
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,11 +252,26 @@ def check_scoring(args: argparse.Namespace, device: torch.device) -> dict:
     return time_scoring(clip, max(args.frames), args.size, runs=2 if args.tiny else 5, batch_size=16)
 
 
-def main() -> None:
+def check_dynamic_vram(args: argparse.Namespace, device: torch.device) -> dict:
+    """dynamic_vram_check.py in its own process: its CUDA figures then exclude this process's tensors."""
+    with tempfile.TemporaryDirectory(prefix="tav_gpu_check_") as d:
+        out = Path(d) / "dynamic_vram.json"
+        cmd = [sys.executable, str(Path(__file__).with_name("dynamic_vram_check.py")), "--comfy-dir", args.comfy_dir]
+        cmd += ["--device", device.type, "--out", str(out)]
+        cmd += ["--comfy-python", args.comfy_python] if args.comfy_python else []
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if not out.is_file():
+            return {"ok": False, "error": f"dynamic_vram_check.py exited with {res.returncode}: {res.stderr[-3000:]}"}
+        return json.loads(out.read_text())
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
     p.add_argument("--tiny", action="store_true", help="a tiny model at 64x64 and 2 frames (CPU, CI)")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--comfy-dir", help="also run dynamic_vram_check.py on this ComfyUI (its pack link: this checkout)")
+    p.add_argument("--comfy-python", help="the Python that runs that ComfyUI (default: this one)")
     args = p.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
     if device.type == "cpu" and args.device == "auto" and not args.tiny:
@@ -260,6 +284,7 @@ def main() -> None:
         args.precisions = ["fp16"]
     cfg = configs(args.tiny)
     t0 = time.perf_counter()
+    dynamic_vram = {"dynamic_vram": check_dynamic_vram(args, device)} if args.comfy_dir else {}
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -269,13 +294,15 @@ def main() -> None:
         "sdpa_by_head_dim": kernels_by_head_dim(device, mp.PRECISIONS[args.precisions[0]], 256 if args.tiny else 4096),
         "bf16_vs_fp32_unet": bf16_vs_fp32(cfg, device, args.size),
         "scoring": check_scoring(args, device),
+        **dynamic_vram,
     }
     result["seconds"] = time.perf_counter() - t0
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    return 0 if dynamic_vram.get("dynamic_vram", {}).get("ok", True) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
