@@ -58,7 +58,7 @@ def trainable_names(unet: nn.Module, modules: Sequence[str]) -> list[str]:
     names = []
     for mod_name, mod in unet.named_modules():
         if mod_name.endswith(suffixes):
-            names += [f"{mod_name}.{p}" for p, _ in mod.named_parameters()]
+            names += [f"{mod_name}.{p}" if mod_name else p for p, _ in mod.named_parameters()]  # "" is the root
     return sorted(set(names))
 
 

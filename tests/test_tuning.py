@@ -100,14 +100,17 @@ def test_tunes_inference_tensors_as_comfyui_hands_them(setup) -> None:
     assert all(torch.isfinite(torch.tensor(result.losses)))
 
 
+@pytest.mark.parametrize("seed", [4, 10])  # timesteps 921 (mostly noise) and 87 (mostly the clip)
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_first_loss_is_the_mse_to_the_models_own_target(setup, prediction_type: str) -> None:
+def test_first_loss_is_the_mse_to_the_models_own_target(setup, prediction_type: str, seed: int) -> None:
     """The loss is the MSE to what the model predicts: the noise (epsilon) or v = sqrt(a) noise - sqrt(1-a) x0
-    (SD 2.x-v). Step 1's loss, before any update, is rebuilt here from the seed's noise and timestep."""
+    (SD 2.x-v). Step 1's loss, before any update, is rebuilt here from the seed's noise and timestep. Only
+    the first row of the embedding is the caption (a batch of prompts would mean another model)."""
     pipe, latents, emb = setup
     pipe = pipe.replace(scheduler_config={**pipe.scheduler_config, "prediction_type": prediction_type})
-    loss = tune(pipe, latents, emb, TuneConfig(steps=1, seed=4, gradient_checkpointing=False)).losses[0]
-    gen = torch.Generator().manual_seed(4)
+    two = torch.cat([emb, torch.randn_like(emb)])
+    loss = tune(pipe, latents, two, TuneConfig(steps=1, seed=seed, gradient_checkpointing=False)).losses[0]
+    gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.shape, generator=gen)
     t = int(torch.randint(0, 1000, (1,), generator=gen))
     a = alphas_cumprod(pipe.scheduler_config).float()[t]
@@ -130,6 +133,9 @@ def test_cancel_from_callback_stops(setup) -> None:
     with pytest.raises(KeyboardInterrupt):
         tune(pipe, latents, emb, TuneConfig(steps=50), callback=cb)
     assert seen == [1, 2]
+    totals = []
+    tune(pipe, latents, emb, TuneConfig(steps=2), callback=lambda step, total: totals.append((step, total)))
+    assert totals == [(1, 2), (2, 2)]
 
 
 def test_refuses_uninflated_pipeline() -> None:
@@ -288,3 +294,46 @@ def test_bad_settings_and_a_diverging_run_are_clear_errors(setup) -> None:
         match=r"tuning diverged: the loss became (inf|nan) at step 1 of 2; lower the learning rate \(now 3e-05\)",
     ):
         tune(pipe, latents * 1e30, emb, TuneConfig(steps=2))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_no_gradients_are_left_behind(setup, precision: str, monkeypatch) -> None:
+    """Gradients live only during a step: none is left on the tuned model or on the (shared) frozen weights of
+    the input, which would hold memory as large as the weights. Loss scaling runs only for fp16."""
+    pipe, latents, emb = setup
+    scalers: list[bool] = []
+    real = torch.amp.GradScaler
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        scaler = real(*args, **kwargs)
+        scalers.append(scaler.is_enabled())
+        return scaler
+
+    monkeypatch.setattr(torch.amp, "GradScaler", spy)
+    result = tune(pipe, latents, emb, TuneConfig(steps=2, lr=1e-3, precision=precision))
+    assert all(p.grad is None for p in result.pipeline.unet.parameters())
+    assert all(p.grad is None for p in pipe.unet.parameters())
+    assert scalers == [precision == "fp16"]
+
+
+def test_fp32_tuning_runs_without_autocast(setup, monkeypatch) -> None:
+    """fp32 means fp32: CPU autocast would silently run the matmuls in bf16."""
+    pipe, latents, emb = setup
+    seen: list[bool] = []
+    forward = type(pipe.unet).forward
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe.unet), "forward", spy)
+    tune(pipe, latents, emb, TuneConfig(steps=1, precision="fp32"))
+    tune(pipe, latents, emb, TuneConfig(steps=1, precision="bf16"))
+    assert seen == [False, True]
+
+
+def test_every_weight_can_be_tuned(setup) -> None:
+    """The empty suffix matches every module: full fine-tuning is the user's call, and it works."""
+    pipe, latents, emb = setup
+    result = tune(pipe, latents, emb, TuneConfig(steps=1, trainable_modules=[""]))
+    assert result.trainable_params == sum(p.numel() for p in pipe.unet.parameters())
