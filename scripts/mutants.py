@@ -31,7 +31,7 @@ TESTS: dict[str, list[str]] = {
     "inflation": ["tests/test_inflation.py", "tests/test_windows.py"],
     "tuning": ["tests/test_tuning.py"],
     "weights": ["tests/test_weights.py"],
-    "validation": ["tests/test_reliability.py", "tests/test_ranges.py"],
+    "validation": ["tests/test_validation.py", "tests/test_reliability.py", "tests/test_ranges.py"],
     "memory_plan": ["tests/test_memory_plan.py"],
     "native": ["tests/test_native.py"],
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from tav import ddim, native, weights
 from tav.inflation import inflate
@@ -179,3 +180,188 @@ def test_unknown_key_sets_and_norms_are_refused() -> None:
     with pytest.raises(ValueError, match="norm one of video, frame"):
         native.TunedWeights(tensors={}, norm="first_window")
     assert native.TunedWeights(tensors={}, attention="sparse_causal_self").attention == "sparse_causal_self"
+
+
+# --- tuned weights: selection, metadata, defaults of older files ------------------------------
+
+
+def test_tuned_weights_split_temporal_from_projections_and_count_their_bytes() -> None:
+    """temporal_bytes is what the patched MODEL adds to memory: element sizes count (bf16 is 2 bytes)."""
+    tw = native.TunedWeights(
+        tensors={
+            "b.transformer_blocks.0.attn_temp.to_q.weight": torch.zeros(3, 2, dtype=torch.bfloat16),
+            "b.transformer_blocks.0.norm_temp.bias": torch.zeros(5),
+            "b.transformer_blocks.0.attn1.to_q.weight": torch.zeros(7, 7),
+        }
+    )
+    assert set(tw.temporal) == {"b.transformer_blocks.0.attn_temp.to_q.weight", "b.transformer_blocks.0.norm_temp.bias"}
+    assert set(tw.projections) == {"b.transformer_blocks.0.attn1.to_q.weight"}
+    assert tw.temporal_bytes == 3 * 2 * 2 + 5 * 4
+    assert native.TunedWeights(tensors={}).temporal_bytes == 0
+
+
+def test_unknown_attention_or_norm_message_lists_the_known_ones() -> None:
+    for kwargs in ({"attention": "full"}, {"norm": "window"}, {"attention": "full", "norm": "window"}):
+        with pytest.raises(ValueError) as info:
+            native.TunedWeights(tensors={}, **kwargs)
+        attention, norm = kwargs.get("attention", "sparse_causal"), kwargs.get("norm", "video")
+        assert str(info.value) == (
+            f"unknown attention/norm {attention!r}/{norm!r}: attention is one of"
+            " sparse_causal, sparse_causal_self, frame, norm one of video, frame"
+        )
+
+
+def test_tuned_from_pipeline_keeps_the_pipelines_modules_source_and_prediction_type() -> None:
+    """The projections are the pipeline's own trainable modules, not the default set."""
+    pipe = tiny_pipeline(seed=1, prediction_type="v_prediction")
+    video = inflate(pipe, attention="frame").replace(info={"trainable_modules": ["attn2.to_q"]})
+    tw = native.tuned_from_pipeline(video)
+    assert tw.projections and all(k.endswith("attn2.to_q.weight") for k in tw.projections)
+    assert tw.temporal
+    assert (tw.attention, tw.norm, tw.source, tw.prediction_type) == ("frame", "video", "tiny-random-1", "v_prediction")
+    assert tw.frames == 0  # not recorded: unknown
+    params = dict(video.unet.unet.named_parameters())
+    for k, t in tw.tensors.items():
+        assert t.device.type == "cpu" and not t.requires_grad
+        assert t.data_ptr() != params[k].data_ptr()  # a copy: later tuning does not change it
+
+
+def test_tuned_from_pipeline_refuses_a_2d_pipeline_with_what_to_connect() -> None:
+    with pytest.raises(ValueError) as info:
+        native.tuned_from_pipeline(tiny_pipeline())
+    assert str(info.value) == "the pipeline is not inflated: connect Tune, Load Tuned or Inflate"
+
+
+def test_tuned_from_file_reads_the_source_and_prediction_type(tmp_path: Path) -> None:
+    video = inflate(tiny_pipeline(seed=2, prediction_type="v_prediction"), norm="frame", attention="sparse_causal_self")
+    weights.save_tuned(tmp_path / "t.safetensors", video)
+    tw = native.tuned_from_file(str(tmp_path / "t.safetensors"))
+    assert (tw.norm, tw.attention, tw.source, tw.prediction_type, tw.frames) == (
+        "frame",
+        "sparse_causal_self",
+        "tiny-random-2",
+        "v_prediction",
+        0,
+    )
+    assert tw.fingerprint == video.base_fingerprint
+
+
+def test_tuned_file_without_the_optional_metadata_gets_the_defaults(tmp_path: Path) -> None:
+    """Files that record only the required fields (older versions) load as epsilon, source and frames unknown."""
+    meta = {"format": weights.FORMAT, "base_fingerprint": "abc", "trainable_modules": "[]", "norm": "video"}
+    meta["attention"] = "sparse_causal"
+    path = tmp_path / "old.safetensors"
+    save_file({"b.transformer_blocks.0.attn_temp.to_q.weight": torch.ones(2, 2)}, str(path), metadata=meta)
+    tw = native.tuned_from_file(path)
+    assert (tw.fingerprint, tw.source, tw.prediction_type, tw.frames) == ("abc", "", "epsilon", 0)
+    assert set(tw.temporal) == {"b.transformer_blocks.0.attn_temp.to_q.weight"}
+
+
+def test_missing_tuned_file_is_not_found(tmp_path: Path) -> None:
+    for path in (tmp_path / "nope.safetensors", tmp_path):
+        with pytest.raises(FileNotFoundError) as info:
+            native.tuned_from_file(path)
+        assert str(info.value) == f"tuned weights not found: {path}"
+
+
+# --- key mapping: refusals and explicit block maps --------------------------------------------
+
+
+def test_block_of_is_the_transformer_block_prefix() -> None:
+    assert native.block_of("up_blocks.1.attentions.2.transformer_blocks.13.attn_temp.to_q.weight") == (
+        "up_blocks.1.attentions.2.transformer_blocks.13"
+    )
+    with pytest.raises(ValueError) as info:
+        native.block_of("conv_in.weight")
+    assert str(info.value) == "conv_in.weight is not inside a transformer block"
+
+
+def test_block_map_pairs_only_keys_inside_blocks_on_both_sides() -> None:
+    assert native.block_map(D2C) == {
+        "down_blocks.0.attentions.0.transformer_blocks.0": "input_blocks.1.1.transformer_blocks.0",
+        "mid_block.attentions.0.transformer_blocks.0": "middle_block.1.transformer_blocks.0",
+        "up_blocks.1.attentions.2.transformer_blocks.1": "output_blocks.5.1.transformer_blocks.1",
+    }
+    assert native.block_map({"a.transformer_blocks.0.w": "b.w", "a.w": "b.transformer_blocks.0.w"}) == {}
+
+
+def test_comfy_key_uses_a_given_block_map() -> None:
+    """Callers map many keys with one precomputed block map; it is used as given."""
+    key = "mid_block.attentions.0.transformer_blocks.0.attn_temp.to_q.weight"
+    blocks = {"mid_block.attentions.0.transformer_blocks.0": "middle_block.9.transformer_blocks.4"}
+    assert native.comfy_key(key, D2C, blocks) == "middle_block.9.transformer_blocks.4.attn_temp.to_q.weight"
+    with pytest.raises(KeyError):
+        native.comfy_key(key, D2C, {})
+
+
+def test_a_projection_the_model_lacks_is_refused_even_in_a_known_block() -> None:
+    """Only temporal keys are new; any other unmapped key means another architecture."""
+    key = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    with pytest.raises(KeyError) as info:
+        native.comfy_key(key, D2C)
+    assert info.value.args[0] == (f"no ComfyUI key for {key}: the tuned weights do not match this model's architecture")
+
+
+def test_temporal_tensors_of_an_unknown_block_are_refused() -> None:
+    with pytest.raises(KeyError) as info:
+        native.comfy_temporal({"down_blocks.3.attentions.0.transformer_blocks.0.norm_temp.weight": torch.ones(1)}, D2C)
+    assert info.value.args[0] == (
+        "no ComfyUI transformer block for down_blocks.3.attentions.0.transformer_blocks.0:"
+        " the tuned weights do not match this model"
+    )
+
+
+def test_unexpected_block_paths_are_refused_with_the_path() -> None:
+    for path in ("out.0", "input_blocks.1.transformer_blocks.0", "middle_block.1.transformer_blocks.0.attn1"):
+        with pytest.raises(ValueError) as info:
+            native.attn1_patch_id(path)
+        assert str(info.value) == f"unexpected transformer block path {path}"
+
+
+# --- schedule and noise convention: values, offsets, shapes, dtypes ---------------------------
+
+
+def test_sigma_table_is_sqrt_of_noise_over_signal_in_double() -> None:
+    s = native.sigmas_from_alphas(torch.tensor([0.5, 0.2, 0.1], dtype=torch.float32))
+    assert s.dtype == torch.float64
+    assert torch.allclose(s, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), rtol=1e-6)
+
+
+def test_reference_sigmas_follow_the_offset_and_are_float32() -> None:
+    """The offset (steps_offset of the scheduler config) shifts every timestep; 0 ends exactly at t=0."""
+    for offset in (0, 1, 2):
+        ts = ddim.ddim_timesteps(1000, 10, offset)
+        s = native.reference_sigmas(SIGMAS, 10, offset)
+        assert s.dtype == torch.float32
+        assert torch.allclose(s.double(), SIGMAS[ts if ts[-1] == 0 else ts + [0]], rtol=1e-6)
+        assert native.first_sigma(SIGMAS, 10, offset) == pytest.approx(float(SIGMAS[ts[0]]), rel=1e-6)
+    assert native.reference_sigmas(SIGMAS, 10, 0).shape == (10,)  # t = 900..0: no zero-length last step
+    assert native.reference_sigmas(SIGMAS, 10, 1).shape == (11,)
+
+
+def test_latent_conversion_refuses_batches_and_wrong_ranks() -> None:
+    for shape in [(2, 4, 3, 5, 6), (1, 4, 3, 5), (1, 1, 4, 3, 5, 6)]:
+        with pytest.raises(ValueError) as info:
+            native.vp_to_comfy_latent(torch.zeros(shape), 1.0, 1.0)
+        assert str(info.value) == f"expected one video's latents [1, C, F, h, w], got {shape}"
+    for shape in [(1, 4, 3, 5, 6), (4, 5, 6)]:
+        with pytest.raises(ValueError) as info:
+            native.comfy_latent_to_vp(torch.zeros(shape), 1.0, 1.0)
+        assert str(info.value) == f"expected LATENT samples [frames, C, h, w], got {shape}"
+
+
+def test_latent_conversion_scales_by_noise_level_and_vae_factor() -> None:
+    """VP -> LATENT multiplies by sqrt(1 + sigma^2) / scale; back divides; layouts [1,C,F,h,w] <-> [F,C,h,w]."""
+    x = torch.arange(2 * 3 * 1 * 2, dtype=torch.float32).reshape(1, 2, 3, 1, 2)
+    lat = native.vp_to_comfy_latent(x, 3.0, 0.5)  # sqrt(10) / 0.5
+    assert lat.shape == (3, 2, 1, 2) and lat.is_contiguous()
+    assert torch.allclose(lat, x[0].permute(1, 0, 2, 3) * 10**0.5 * 2)
+    vp = native.comfy_latent_to_vp(lat.to(torch.bfloat16), 3.0, 0.5)
+    assert vp.shape == (1, 2, 3, 1, 2) and vp.dtype == torch.float32 and vp.is_contiguous()
+    assert torch.allclose(vp, x, rtol=1e-2)  # bf16 in, float32 out
+    assert native.vp_to_comfy_latent(x.to(torch.bfloat16), 0.0, 1.0).dtype == torch.float32
+
+
+def test_temporal_param_count_sums_elements() -> None:
+    assert native.temporal_param_count([torch.zeros(2, 3), torch.zeros(4, dtype=torch.bfloat16)]) == 10
+    assert native.temporal_param_count(iter([])) == 0
