@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tav.inflation import inflate, load_reference_unet
-from tav.tuning import TuneConfig, trainable_names, tune
+from tav.tuning import DEFAULT_TRAINABLE, TuneConfig, trainable_names, tune
 from tav.validation import InputError
 from tav.weights import base_fingerprint, fingerprint, load_latents, load_tuned, read_metadata, save_latents, save_tuned
 
@@ -257,3 +257,120 @@ def test_latents_files_round_trip_and_refuse_damage(tmp_path) -> None:
     with pytest.raises(ValueError, match="the inverted latents holds NaN values; nothing was saved"):
         save_latents(tmp_path / "n.safetensors", torch.full((1, 4, 1, 2, 2), float("nan")))
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_whole_messages_for_files_that_are_missing_unreadable_or_of_another_kind(tuned, tmp_path) -> None:
+    """Each refusal names the file and the cure, in full (anchored: nothing dropped or added)."""
+    base, pipe, _ = tuned
+    with pytest.raises(FileNotFoundError, match=r"^tuned weights not found: .*nope\.safetensors$"):
+        read_metadata(tmp_path / "nope.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"^latents file not found: .*nope\.safetensors$"):
+        load_latents(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    for reader in (read_metadata, lambda p: load_tuned(p, base)):
+        with pytest.raises(InputError) as err:
+            reader(junk)
+        text = str(err.value)
+        assert text.startswith(f"tuned weights {str(junk)!r} is not a readable .safetensors file (")
+        reason = text.split("(", 1)[1].split("): it may be truncated", 1)[0]
+        assert reason and reason != "NoneType" and len(reason) <= 200 and "\n" not in reason
+        assert text.endswith("): it may be truncated or not a safetensors file at all; re-create it")
+    other = tmp_path / "other.safetensors"
+    save_file({"a": torch.zeros(1)}, str(other), metadata={"format": "x/1"})
+    with pytest.raises(InputError, match=r"^.*other\.safetensors is not a Tune-A-Video tuned-weights file \(format "
+                       r"'x/1', expected 'tav-tuned/1'\); pass a file written by `tune` / Save Tuned \(official full "
+                       r"checkpoints load as --model instead\)$"):  # fmt: skip
+        read_metadata(other)
+    good = tmp_path / "good.safetensors"
+    save_tuned(good, pipe)
+    with pytest.raises(InputError, match=r"^.*bad\.safetensors: metadata height='64px' is not a whole number; re-save"):
+        read_metadata(_rewrite(good, tmp_path / "bad.safetensors", meta={"height": "64px"}))
+    with pytest.raises(ValueError, match=r"^save_tuned\(\) needs an inflated \(and tuned\) pipeline$"):
+        save_tuned(tmp_path / "c.safetensors", base)
+
+
+def test_refusals_that_name_the_models_and_options(tuned, tmp_path) -> None:
+    base, pipe, _ = tuned
+    path = tmp_path / "t.safetensors"
+    save_tuned(path, pipe)
+    anonymous = _rewrite(path, tmp_path / "anon.safetensors", meta={"base_source": ""})
+    with pytest.raises(ValueError, match=r"\(fingerprint [0-9a-f]{16}, source unknown\), but this model's fingerprint "
+                       r"is [0-9a-f]{16} \(unknown source\)\. Load the checkpoint they were tuned from\.$"):  # fmt: skip
+        load_tuned(anonymous, tiny_pipeline(seed=12).replace(source=""))
+    with pytest.raises(InputError, match=r"but this pipeline is inflated with norm=frame, attention=sparse_causal; load "
+                       r"the weights onto the 2-D pipeline \(they inflate it as they were tuned\) or inflate with the "
+                       r"same options$"):  # fmt: skip
+        load_tuned(path, inflate(base, norm="frame"))
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    extra = {**tensors, **{f"extra{i}.weight": torch.zeros(1) for i in range(4)}}
+    with pytest.raises(InputError, match=r"e\.g\. \['extra0\.weight', 'extra1\.weight', 'extra2\.weight'\]: wrong "
+                       r"architecture$"):  # fmt: skip
+        load_tuned(_rewrite(path, tmp_path / "x.safetensors", tensors=extra), base)
+    key = sorted(tensors)[0]
+    nan = {**tensors, key: torch.full_like(tensors[key], float("nan"))}
+    with pytest.raises(ValueError, match=rf"^tuned weights '.*n\.safetensors': tensor '{key}' holds NaN values; the "
+                       r"file is corrupted; re-run Tune or re-copy it$"):  # fmt: skip
+        load_tuned(_rewrite(path, tmp_path / "n.safetensors", tensors=nan), base)
+    bad = inflate(base)
+    with torch.no_grad():
+        next(p for n, p in bad.unet.unet.named_parameters() if "attn_temp" in n).fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"^the tuned model: tensor '.*attn_temp.*' holds infinite values; nothing was "
+                       r"saved; tuning diverged, lower the learning rate$"):  # fmt: skip
+        save_tuned(tmp_path / "inf.safetensors", bad)
+    assert not (tmp_path / "inf.safetensors").exists()
+
+
+def test_a_file_with_only_the_required_metadata_loads_with_empty_defaults(tuned, tmp_path) -> None:
+    base, _, _ = tuned
+    untuned = inflate(base)  # never tuned: no caption, frames or size recorded
+    path = tmp_path / "u.safetensors"
+    meta = save_tuned(path, untuned)
+    assert (meta["prompt"], meta["frames"], meta["height"], meta["width"]) == ("", "0", "0", "0")
+    keep = ("format", "base_fingerprint", "trainable_modules", "norm", "attention")
+    bare = _rewrite(path, tmp_path / "bare.safetensors", drop=[k for k in meta if k not in keep])
+    info = load_tuned(bare, base).info
+    assert info == {"prompt": "", "trainable_modules": list(DEFAULT_TRAINABLE), "frames": 0, "height": 0, "width": 0}
+    assert base_fingerprint(base) == fingerprint(base.unet)
+
+
+def test_latents_metadata_bounds(tmp_path) -> None:
+    """fps and steps must be positive and below a million; a slow-motion fps of 0.5 is fine."""
+    lat = torch.zeros(1, 4, 1, 2, 2)
+    for value, ok in (("0.5", True), ("999999", True), ("1e6", False), ("nan", False), ("-8", False)):
+        path = tmp_path / f"l{value}.safetensors"
+        save_latents(path, lat, {"fps": value})
+        if ok:
+            assert load_latents(path)[1]["fps"] == value
+        else:
+            with pytest.raises(InputError, match=rf"metadata fps='{value}' is not a positive number; re-run invert$"):
+                load_latents(path)
+
+
+def test_fingerprint_samples_every_value_of_a_small_tensor() -> None:
+    small = torch.zeros(1000)
+    changed = small.clone()
+    changed[501] = 1.0  # odd index: a sample of every other value would miss it
+    a = fingerprint(torch.nn.ParameterDict({"w": torch.nn.Parameter(small)}))
+    assert fingerprint(torch.nn.ParameterDict({"w": torch.nn.Parameter(changed)})) != a
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda data: data[: len(data) // 2], r"\(\d+ of \d+ bytes on disk\)"),
+        (lambda data: data.replace(b'"latents"', b'"latentz"'), r"\(the tensor names differ from what was saved\)"),
+    ],
+)
+def test_a_write_that_does_not_read_back_never_replaces_the_file(tmp_path, monkeypatch, damage, why) -> None:
+    """Bytes that reach the disk short, or changed, are caught before the rename: the old file stays."""
+    from tav import weights
+
+    target = tmp_path / "l.safetensors"
+    target.write_bytes(b"EXISTING")
+    real = weights._write_file
+    monkeypatch.setattr(weights, "_write_file", lambda path, data: real(path, damage(data)))
+    with pytest.raises(OSError, match=rf"does not read back {why}"):
+        save_latents(target, torch.zeros(1, 4, 1, 2, 2))
+    assert target.read_bytes() == b"EXISTING" and sorted(p.name for p in tmp_path.iterdir()) == ["l.safetensors"]
