@@ -49,7 +49,7 @@ def test_zero_controlnet_changes_nothing(pipe) -> None:
 
 
 def test_one_frame_equals_2d_controlnet(pipe) -> None:
-    """Inflated UNet + per-frame ControlNet on one frame == diffusers' 2-D ControlNet computation."""
+    """Inflated UNet + per-frame ControlNet on one frame == diffusers' 2-D ControlNet computation == the 2-D pipeline."""
     video = inflate(pipe, zero_temporal_bias=True)
     cn = _controlnet(pipe.unet, randomize=True)
     hint = torch.rand(1, 64, 64, 3)
@@ -63,6 +63,8 @@ def test_one_frame_equals_2d_controlnet(pipe) -> None:
         ).sample
     assert (got[:, :, 0] - want).abs().max().item() < 1e-5
     assert (got[:, :, 0] - ddim.predict(video, x, 500, emb)[:, :, 0]).abs().max().item() > 1e-3  # it acts
+    per_frame = ddim.predict(pipe, x, 500, emb, Control(cn, hint, scale=0.8))  # the 2-D pipeline (baseline)
+    assert (per_frame[:, :, 0] - want).abs().max().item() < 1e-5
 
 
 def test_schedule_window_is_a_percent_of_the_noise_schedule(pipe) -> None:
