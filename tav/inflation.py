@@ -107,8 +107,7 @@ class VideoUNet(nn.Module):
         b, f = sample.shape[0], sample.shape[2]
         self.ctx.frames = f
         x = rearrange(sample, "b c f h w -> (b f) c h w")
-        t = torch.as_tensor(timestep, device=sample.device)
-        t = t.expand(b) if t.ndim == 0 else t
+        t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)  # a scalar, [1] or [b]
         ehs = encoder_hidden_states.repeat_interleave(f, dim=0)
         out = self.unet(x, t.repeat_interleave(f), ehs, return_dict=False, **kwargs)[0]
         return rearrange(out, "(b f) c h w -> b c f h w", f=f)

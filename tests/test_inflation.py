@@ -1,5 +1,6 @@
 """Inflation: equivalence with the 2-D UNet, reference key layout, no mutation of the input."""
 
+import copy
 import re
 
 import pytest
@@ -132,7 +133,7 @@ def test_input_pipeline_untouched_and_weights_shared(pipe) -> None:
 
 
 def test_inflate_twice_is_refused(pipe) -> None:
-    with pytest.raises(ValueError, match="already inflated; inflate the 2-D pipeline it came from"):
+    with pytest.raises(ValueError, match="^this pipeline is already inflated; inflate the 2-D pipeline it came from$"):
         inflate(inflate(pipe))
 
 
@@ -215,6 +216,7 @@ def test_each_block_adds_temporal_attention_across_frames_after_its_feed_forward
     video = inflate(pipe, attention="frame")
     block, twin = transformer_blocks(video.unet.unet)[0], transformer_blocks(pipe.unet)[0]
     t = block.attn_temp
+    assert t.heads == block.attn1.heads and t.to_q.weight.shape == block.attn1.to_q.weight.shape  # as the reference
     with torch.no_grad():
         t.to_out[0].weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
     f, n, d = 3, 16, block.norm_temp.normalized_shape[0]
@@ -287,11 +289,13 @@ def test_unets_without_self_attention_blocks_are_refused() -> None:
         mid_block_type=None, cross_attention_dim=32,
     )  # fmt: skip
     with pytest.raises(
-        ValueError, match="the UNet has no transformer blocks: Tune-A-Video needs a cross-attention UNet"
+        ValueError, match="^the UNet has no transformer blocks: Tune-A-Video needs a cross-attention UNet$"
     ):
         inflate(Pipeline(plain, None, None, None, {}))
     cross_only = UNet2DConditionModel(**{**tiny_unet().config, "only_cross_attention": True})
-    with pytest.raises(ValueError, match=r"UNets whose attn1 is cross-attention \(only_cross_attention\) are not"):
+    with pytest.raises(
+        ValueError, match=r"^UNets whose attn1 is cross-attention \(only_cross_attention\) are not supported$"
+    ):
         inflate(Pipeline(cross_only, None, None, None, {}))
 
 
@@ -337,6 +341,10 @@ def test_share_weights_copy_shares_all_but_what_it_is_told_to_copy() -> None:
     with torch.inference_mode():
         made_inside = share_weights_copy(m, [m[0].weight])
     assert not made_inside[0].weight.is_inference()
+    norm = torch.nn.BatchNorm1d(3)
+    own_buffer = share_weights_copy(norm, [norm.running_mean])
+    assert "running_mean" in dict(own_buffer.named_buffers()) and len(list(own_buffer.parameters())) == 2
+    assert own_buffer.running_mean is not norm.running_mean and own_buffer.weight is norm.weight
 
 
 def test_load_reference_unet_loads_every_weight_strictly(pipe) -> None:
@@ -349,13 +357,61 @@ def test_load_reference_unet_loads_every_weight_strictly(pipe) -> None:
         with torch.no_grad():
             torch.testing.assert_close(loaded.unet(x, 400, emb), source.unet(x, 400, emb))
     inflated = inflate(pipe)
-    before = temporal_state_dict(inflated.unet)
+    before = {k: v.clone() for k, v in inflated.unet.unet.state_dict().items()}
+    before_2d = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     load_reference_unet(inflated, sd)
-    assert all(torch.equal(v, temporal_state_dict(inflated.unet)[k]) for k, v in before.items())
-    broken = dict(sd)
-    key = next(k for k in broken if k.endswith("attn_temp.to_q.weight"))
-    del broken[key]
-    broken["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"does not match this UNet's architecture: 1 missing keys .*1 unexpected"):
-        load_reference_unet(pipe, broken)
+    assert all(torch.equal(v, inflated.unet.unet.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in before_2d.items())
+    temporal = sorted(k for k in sd if "attn_temp" in k)
+    missing = {k: v for k, v in sd.items() if k not in temporal[:4]}
+    with pytest.raises(ValueError, match=r"^the checkpoint does not match this UNet's architecture: 4 missing keys "
+                       r"\(e\.g\. \['[^']+attn_temp[^']+', '[^']+', '[^']+'\]\), 0 unexpected \(e\.g\. \[\]\)$"):  # fmt: skip
+        load_reference_unet(pipe, missing)
+    extra = {**sd, **{f"extra{i}.weight": torch.zeros(1) for i in range(4)}}
+    with pytest.raises(ValueError, match=r"0 missing keys \(e\.g\. \[\]\), 4 unexpected \(e\.g\. \['extra0\.weight', "
+                       r"'extra1\.weight', 'extra2\.weight'\]\)$"):  # fmt: skip
+        load_reference_unet(pipe, extra)
     assert load_reference_unet(pipe, sd, norm="frame").unet.norm == "frame"
+
+
+def test_a_timestep_per_batch_a_single_one_or_a_scalar_mean_the_same(pipe) -> None:
+    video = inflate(pipe)
+    x, emb = torch.randn(2, 4, 3, 8, 8), _emb(pipe, 2)
+    with torch.no_grad():
+        want = video.unet(x, 400, emb)
+        for t in (torch.tensor(400), torch.tensor([400]), torch.tensor([400, 400])):
+            torch.testing.assert_close(video.unet(x, t, emb), want)
+        per_video = video.unet(x, torch.tensor([400, 10]), emb)
+        torch.testing.assert_close(per_video[1:], video.unet(x[1:], 10, emb[1:]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_first_window_statistics_are_recorded_then_reused(dtype: torch.dtype) -> None:
+    """Windowed steps with shared norms: the window holding frame 0 normalises as without windows and
+    records its statistics; later windows are normalised with those (written out here), in their dtype."""
+    from tav.attention import SharedFrame
+
+    source = torch.nn.GroupNorm(2, 4, eps=1e-2)
+    torch.nn.init.normal_(source.weight), torch.nn.init.normal_(source.bias)
+    ctx = FrameContext(3, SharedFrame(norm=True, record=True))
+    norm = VideoGroupNorm(copy.deepcopy(source).to(dtype), ctx)
+    plain = VideoGroupNorm(source, FrameContext(3))
+    gen = torch.Generator().manual_seed(0)
+    first, later = torch.randn(3, 4, 5, 7, generator=gen), 3 * torch.randn(3, 4, 5, 7, generator=gen) + 1
+    with torch.no_grad():
+        got_first = norm(first.to(dtype))
+        torch.testing.assert_close(got_first.float(), plain(first), rtol=0.02, atol=0.02)
+        ctx.shared.record = False
+        got = norm(later.to(dtype))
+    groups = first.view(3, 2, 2, 5, 7).transpose(0, 1).reshape(2, -1)
+    mean, var = groups.mean(-1), groups.var(-1, unbiased=False)
+    want = (later.view(3, 2, 2, 5, 7) - mean.view(1, 2, 1, 1, 1)) / (var.view(1, 2, 1, 1, 1) + 1e-2).sqrt()
+    want = want.view(3, 4, 5, 7) * source.weight.view(1, 4, 1, 1) + source.bias.view(1, 4, 1, 1)
+    assert got.dtype == dtype and got.shape == (3, 4, 5, 7)
+    tol = 1e-5 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    with pytest.raises(RuntimeError, match=r"^windowed step: statistics batch 1 != window batch 2$"):
+        norm(torch.randn(6, 4, 5, 7).to(dtype))
+    fresh = VideoGroupNorm(source, FrameContext(3, SharedFrame(norm=True, record=False)))
+    with pytest.raises(RuntimeError, match=r"^windowed step: the window holding frame 0 must run first in every step$"):
+        fresh(later)
