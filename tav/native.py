@@ -105,9 +105,9 @@ def tuned_from_file(path: str | os.PathLike) -> TunedWeights:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return TunedWeights(
         tensors=tensors,
-        norm=meta.get("norm", "video"),
-        attention=meta.get("attention", "sparse_causal"),
-        fingerprint=meta.get("base_fingerprint", ""),
+        norm=meta["norm"],  # read_metadata refuses a file without these
+        attention=meta["attention"],
+        fingerprint=meta["base_fingerprint"],
         source=meta.get("base_source", ""),
         prediction_type=meta.get("prediction_type", "epsilon"),
         frames=int(meta.get("frames") or 0),

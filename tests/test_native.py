@@ -122,15 +122,17 @@ def test_comfy_keys_for_projections_and_temporal_tensors() -> None:
     )
     with pytest.raises(KeyError, match="architecture"):
         native.comfy_key("down_blocks.3.attentions.0.transformer_blocks.0.attn_temp.to_q.weight", D2C)
+    norm, to_k = torch.ones(2), torch.ones(2, 2)
     grouped = native.comfy_temporal(
         {
-            "up_blocks.1.attentions.2.transformer_blocks.1.norm_temp.weight": torch.ones(2),
-            "up_blocks.1.attentions.2.transformer_blocks.1.attn_temp.to_k.weight": torch.ones(2, 2),
+            "up_blocks.1.attentions.2.transformer_blocks.1.norm_temp.weight": norm,
+            "up_blocks.1.attentions.2.transformer_blocks.1.attn_temp.to_k.weight": to_k,
         },
         D2C,
     )
-    assert set(grouped) == {"output_blocks.5.1.transformer_blocks.1"}
-    assert set(grouped["output_blocks.5.1.transformer_blocks.1"]) == {"norm_temp.weight", "attn_temp.to_k.weight"}
+    assert grouped == {
+        "output_blocks.5.1.transformer_blocks.1": {"norm_temp.weight": norm, "attn_temp.to_k.weight": to_k}
+    }
 
 
 def test_attn1_patch_ids_follow_comfy_block_naming() -> None:
