@@ -81,11 +81,15 @@ def score(work: Path) -> dict[str, int]:
 
 
 def survivors(work: Path) -> list[str]:
-    """The mutants an earlier run of this folder left alive (survived, timed out or not run)."""
+    """The mutants an earlier, finished run of this folder left alive (survived, timed out, no tests).
+
+    "not checked" ones are left out: after a ``--survivors`` run they are the ones killed before it.
+    """
     out = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True
     ).stdout
-    return [line.rsplit(":", 1)[0].strip() for line in out.splitlines() if ":" in line and "killed" not in line]
+    rows = [line.rsplit(":", 1) for line in out.splitlines() if ":" in line]
+    return [name.strip() for name, status in rows if status.strip() not in ("killed", "not checked")]
 
 
 def main() -> int:
