@@ -111,6 +111,11 @@ def main() -> int:
         if args.survivors:
             if not (earlier / "mutants").is_dir():
                 parser.error(f"--survivors: {module} has no earlier run in {earlier}")
+            source = f"tav/{module}.py"
+            if (earlier / source).read_bytes() != (ROOT / source).read_bytes():
+                parser.error(
+                    f"--survivors: {source} changed since its last run (mutants are renumbered); run it in full"
+                )
             total_before = sum(score(earlier).values())
             alive = survivors(earlier)
             if not alive:
