@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from tav.inflation import VideoUNet, inflate
 from tav.memory_probe import CudaAutocastPolicy, LiveBytes
 from tav.out_of_memory import OutOfMemory
 from tav.tuning import TuneConfig, tune
+from tav.validation import InputError
 from tests.tiny import tiny_pipeline
 
 
@@ -293,3 +295,175 @@ def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bo
             if exact:
                 assert i == edge, (budget, i, edge, calls)
     assert mp.largest_within(items, cost, cost(items[0]) - 1) is None
+
+
+# --- model configs: what `python -m tav plan --model ...` plans -----------------------------------
+
+
+def test_sd15_configs_are_stable_diffusion_15s() -> None:
+    """No --model plans SD1.5: its UNet and VAE, CLIP-L's text encoder and SD's noise schedule."""
+    assets = Path(mp.__file__).parent / "assets"
+    sd15 = mp.sd15_configs()
+    assert sd15 == mp.ModelConfigs(
+        mp.SD15_UNET,
+        mp.SD15_VAE,
+        json.loads((assets / "clip_l_text_config.json").read_text()),
+        json.loads((assets / "scheduler_sd.json").read_text()),
+        "SD1.5",
+    )
+    assert sd15.text_encoder["hidden_size"] == 768 and sd15.latent_factor == 8
+    assert mp.read_configs(None) == sd15
+
+
+def _write(folder: Path, part: str, config: dict, file: str = "config.json") -> None:
+    (folder / part).mkdir(parents=True, exist_ok=True)
+    (folder / part / file).write_text(json.dumps(config), encoding="utf-8")
+
+
+def test_read_configs_of_a_diffusers_folder(tmp_path: Path) -> None:
+    """Each part's config without diffusers' private ``_`` keys; a missing part is SD1.5's, and the
+    scheduler's own settings override SD's."""
+    sd15 = mp.sd15_configs()
+    unet = {**mp.SD15_UNET, "cross_attention_dim": 1024, "_class_name": "UNet2DConditionModel"}
+    model = tmp_path / "my-model"
+    _write(model, "unet", unet)
+    only_unet = mp.read_configs(str(model))
+    assert only_unet == dataclasses.replace(sd15, unet={**mp.SD15_UNET, "cross_attention_dim": 1024}, name="my-model")
+
+    vae = {**mp.SD15_VAE, "latent_channels": 16, "_diffusers_version": "0.30.0"}
+    text = {**sd15.text_encoder, "hidden_size": 1024, "_name_or_path": "élan"}  # non-ASCII: read as UTF-8
+    _write(model, "vae", vae)
+    _write(model, "text_encoder", text)
+    scheduler = {"prediction_type": "v_prediction", "_class_name": "DDIMScheduler"}
+    _write(model, "scheduler", scheduler, "scheduler_config.json")
+    _write(model, "scheduler", {"prediction_type": "sample"})  # not the scheduler's file name
+    full = mp.read_configs(str(model))
+    assert full.vae == {**mp.SD15_VAE, "latent_channels": 16}
+    assert full.text_encoder == {**sd15.text_encoder, "hidden_size": 1024}
+    assert full.scheduler == {**sd15.scheduler, "prediction_type": "v_prediction"}
+    assert full.scheduler["beta_schedule"] == sd15.scheduler["beta_schedule"]
+    assert full.name == "my-model"
+
+
+def test_read_configs_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    """Each refusal names the path and what to give instead."""
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(missing))
+    assert str(info.value) == (
+        f"--model {missing}: no such folder or file; give a diffusers folder or a .safetensors file"
+    )
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(tmp_path))
+    assert str(info.value) == f"{tmp_path} has no unet/config.json: give a diffusers Stable Diffusion folder"
+    _write(tmp_path, "unet", mp.SD15_UNET)
+    bad = tmp_path / "vae" / "config.json"
+    bad.parent.mkdir()
+    bad.write_text('{"in_channels": 3,')
+    try:
+        json.loads(bad.read_text())
+    except ValueError as e:
+        reason = str(e)
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(tmp_path))
+    assert str(info.value) == f"{bad} is not readable JSON ({reason}); re-download the model"
+
+
+def _checkpoint(path: Path, keys: list[str], metadata: Optional[dict] = None) -> Path:
+    """A single-file checkpoint with these tensor names (tiny tensors: only the header is read)."""
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(1) for k in keys}, str(path), metadata=metadata)
+    return path
+
+
+SD1_KEYS = ["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.text_model.x"]
+
+
+def test_single_file_sd1_checkpoint_plans_as_sd15(tmp_path: Path) -> None:
+    f = _checkpoint(tmp_path / "dreamy.safetensors", SD1_KEYS)
+    assert mp.read_configs(str(f)) == dataclasses.replace(mp.sd15_configs(), name="dreamy.safetensors")
+
+
+def test_single_file_sd2_checkpoint_plans_with_openclip(tmp_path: Path) -> None:
+    """OpenCLIP-H text-encoder keys mean SD 2.x: its text encoder, 1024-wide cross-attention, per-block
+    head counts and linear projections (all of which change the plan)."""
+    keys = ["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.model.transformer.x"]
+    f = _checkpoint(tmp_path / "sd21.safetensors", keys, {"note": "no format key"})
+    sd15 = mp.sd15_configs()
+    open_clip = json.loads((Path(mp.__file__).parent / "assets" / "open_clip_h_text_config.json").read_text())
+    unet = {**mp.SD15_UNET, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20]}
+    expected = mp.ModelConfigs(
+        {**unet, "use_linear_projection": True}, mp.SD15_VAE, open_clip, sd15.scheduler, "sd21.safetensors"
+    )
+    assert mp.read_configs(str(f)) == expected
+    assert open_clip["hidden_size"] == 1024
+
+
+@pytest.mark.parametrize(("fmt", "what"), [("tav-tuned/1", "tuned weights"), ("tav-latents/1", "inverted latents")])
+def test_single_file_refuses_the_packs_own_files(tmp_path: Path, fmt: str, what: str) -> None:
+    """Tuned weights and latents are not base models (they would otherwise plan as SD1.5)."""
+    f = _checkpoint(tmp_path / "t.safetensors", SD1_KEYS, {"format": fmt})
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(f))
+    assert str(info.value) == (
+        f"--model {f} holds Tune-A-Video {what} (format {fmt}), not a base model: plan the Stable "
+        "Diffusion checkpoint they were made with (tuned weights replace tensors the plan already counts)"
+    )
+
+
+def test_single_file_refuses_a_file_without_a_unet(tmp_path: Path) -> None:
+    f = _checkpoint(tmp_path / "lora.safetensors", ["lora_unet_down.weight", "lora_te_up.weight", "x"])
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(f))
+    assert str(info.value) == (
+        f"--model {f} is not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors "
+        "among its 3); give an SD 1.x/2.x checkpoint or a diffusers folder"
+    )
+
+
+def _library_error(path: Path) -> str:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as e:  # noqa: BLE001 - whatever the library says is what the message quotes
+        return str(e)
+    raise AssertionError(f"{path} opened")
+
+
+def test_single_file_refuses_damaged_files(tmp_path: Path) -> None:
+    """A truncated or damaged header is refused with the library's reason on one line, at most 120
+    characters of it (some reasons list every dtype)."""
+    import struct
+
+    whole = _checkpoint(tmp_path / "whole.safetensors", SD1_KEYS).read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(whole[:-2])
+    header = json.dumps({"a": {"dtype": "XYZ", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    for f in (truncated, odd):
+        reason = " ".join(_library_error(f).split())[:120]
+        assert " " in reason
+        with pytest.raises(ValueError) as info:
+            mp.read_configs(str(f))
+        assert str(info.value) == (
+            f"--model {f} is not a readable .safetensors file ({reason}): it may be truncated or damaged; "
+            "download it again"
+        )
+    assert len(" ".join(_library_error(odd).split())) > 120
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(whole)
+    with pytest.raises(ValueError) as info:
+        mp.read_configs(str(ckpt))
+    assert str(info.value) == f"{ckpt}: the planner reads diffusers folders and .safetensors files (header only)"
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError) as info:
+        mp.read_configs(str(empty))
+    assert str(info.value) == (
+        f"--model {str(empty)!r} is empty (0 bytes): it was not written completely; re-create it"
+    )
