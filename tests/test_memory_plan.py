@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 import torch
@@ -467,3 +467,148 @@ def test_single_file_refuses_damaged_files(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"--model {str(empty)!r} is empty (0 bytes): it was not written completely; re-create it"
     )
+
+
+def test_configs_of_a_loaded_pipeline() -> None:
+    """The configs without diffusers' private keys (the planner's cache key), named after the model."""
+    pipe = tiny_pipeline().replace(source="my-model")
+    assert all(any(k.startswith("_") for k in dict(m.config)) for m in (pipe.unet, pipe.vae))  # dropped
+    configs = mp.configs_of(pipe)
+    assert not any(k.startswith("_") for part in (configs.unet, configs.vae) for k in part)
+    assert configs.unet["block_out_channels"] == pipe.unet.config.block_out_channels
+    assert configs.vae["latent_channels"] == pipe.vae.config.latent_channels
+    assert configs.name == "my-model"
+
+
+# --- the printed plan ------------------------------------------------------------------------------
+
+GiB = 2**30
+
+
+def test_plan_table() -> None:
+    """What `python -m tav plan` prints: the breakdown, and on CUDA the allowance and the total."""
+    job = mp.Job("tune", 8, 320, 512, "bf16", False, "math", "cuda")
+    plan = mp.Plan(job, "tune", 3 * GiB // 2, GiB // 4, GiB // 8, 17 * GiB // 8, {})
+    assert plan.table() == "\n".join(
+        [
+            "tune 8 frames at 512x320, bf16, checkpointing off, math attention, cuda",
+            "  weights       1.50 GiB",
+            "  optimizer     0.25 GiB",
+            "  gradients     0.12 GiB",
+            "  activations   2.12 GiB   (peak phase: tune)",
+            "  peak          4.00 GiB   (= torch.cuda.max_memory_allocated)",
+            "  allowance     0.90 GiB   (CUDA context 0.50 GiB + 10% fragmentation/workspaces)",
+            "  total         4.90 GiB",
+        ]
+    )
+    cpu = dataclasses.replace(plan, job=dataclasses.replace(job, checkpointing=True, attention="flash", device="cpu"))
+    assert cpu.table().splitlines() == [
+        "tune 8 frames at 512x320, bf16, checkpointing on, flash attention, cpu",
+        *plan.table().splitlines()[1:6],
+    ]
+
+
+# --- the job a loaded pipeline runs, and the memory it may take -------------------------------------
+
+
+def test_job_for_plans_other_weight_types_as_fp32() -> None:
+    """Weights in a type the planner has no name for (fp64) are planned as fp32, and the VAE's frames
+    at once are the pipeline's."""
+    from types import SimpleNamespace
+
+    pipe = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64, vae_batch=3)
+    assert mp.job_for(pipe, "sample", 2, 64, 64) == mp.Job("sample", 2, 64, 64, "fp32", False, "flash", "cpu", 3)
+    assert mp.job_for(pipe, "tune", 2, 64, 64).precision == "fp32"
+
+
+def test_cuda_available_reads_the_budget_or_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TAV_MEMORY_BUDGET_GB the budget less the weights already there; without, the driver's free
+    memory plus what torch's cache holds unused, of the job's own GPU."""
+    second = torch.device("cuda", 1)
+    free = {second: 7 * GiB}
+    reserved = {second: 3 * GiB}
+    allocated = {second: 2 * GiB}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (free[d], 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: reserved[d])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: allocated[d])
+    monkeypatch.delenv("TAV_MEMORY_BUDGET_GB", raising=False)
+    assert mp.cuda_available(second, resident=GiB) == 8 * GiB
+    monkeypatch.setenv("TAV_MEMORY_BUDGET_GB", " ")
+    assert mp.cuda_available(second, resident=GiB) == 8 * GiB
+    monkeypatch.setenv("TAV_MEMORY_BUDGET_GB", "6")
+    assert mp.cuda_available(second, resident=GiB) == 5 * GiB
+    monkeypatch.setenv("TAV_MEMORY_BUDGET_GB", "0")
+    assert mp.cuda_available(second, resident=GiB) == -GiB
+
+
+# --- refusals --------------------------------------------------------------------------------------
+
+
+class FakePlanner:
+    """Plans of chosen sizes: ``peak`` for every job, ``checkpointed`` (a Plan.total) for the job with
+    checkpointing turned on; records the budget the "what fits" search was given."""
+
+    def __init__(self, job: mp.Job, peak: int, checkpointed: int, fits: dict) -> None:
+        self.job, self.peak, self.checkpointed, self.fits = job, peak, checkpointed, fits
+        self.budgets: list[int] = []
+
+    def plan(self, job: mp.Job) -> Any:
+        from types import SimpleNamespace
+
+        if job == dataclasses.replace(self.job, checkpointing=True) and job != self.job:
+            return SimpleNamespace(peak=self.peak // 2, total=self.checkpointed)
+        assert job == self.job, job
+        return SimpleNamespace(peak=self.peak, total=self.peak + mp.CONTEXT_BYTES + int(self.peak * mp.FRAGMENTATION))
+
+    def largest_fitting(self, job: mp.Job, budget: int) -> dict:
+        assert job == self.job
+        self.budgets.append(budget)
+        return self.fits
+
+
+def _message(job: mp.Job, need: str, peak: str, resident: str, free: str, advice: str) -> str:
+    return (
+        f"this {job.kind} job ({job.frames} frames at {job.width}x{job.height}, {job.precision}) needs about "
+        f"{need} more on the GPU (planned peak {peak}, of which {resident} of weights are already there, + 10% "
+        f"allowance), but only {free} is free: would fit: {advice}. Lower the frame count or size, or close "
+        "other programs using the GPU"
+    )
+
+
+def test_refusal_arithmetic_and_message() -> None:
+    """need = peak - resident + 10 % of the peak; a job needing exactly what is free fits. The search
+    for what fits gets the room Plan.total may take: free + resident + the CUDA context."""
+    job = mp.Job("tune", 8, 320, 512, "bf16", False)
+    fits = {"frames": 5, "size": (448, 256)}
+    planner = FakePlanner(job, peak=10 * GiB, checkpointed=0, fits=fits)
+    need = 10 * GiB - 4 * GiB + GiB
+    assert mp.refusal(planner, job, 4 * GiB, need) is None
+    assert planner.budgets == []
+    budget = need - 1 + 4 * GiB + mp.CONTEXT_BYTES
+    planner.checkpointed = budget  # exactly fits: offered
+    message = mp.refusal(planner, job, 4 * GiB, need - 1)
+    assert planner.budgets == [budget]
+    advice = "up to 5 frames at 512x320; 8 frames at up to 448x256; the same job with gradient checkpointing on"
+    assert message == _message(job, "7.00 GiB", "10.00 GiB", "4.00 GiB", "7.00 GiB", advice)
+
+    planner.checkpointed = budget + 1  # does not fit: not offered
+    assert mp.refusal(planner, job, 4 * GiB, need - 1) == _message(
+        job, "7.00 GiB", "10.00 GiB", "4.00 GiB", "7.00 GiB", advice.rsplit("; ", 1)[0]
+    )
+    planner.fits = {"frames": None, "size": (448, 256)}
+    assert mp.refusal(planner, job, 4 * GiB, need - 1) == _message(
+        job, "7.00 GiB", "10.00 GiB", "4.00 GiB", "7.00 GiB", "8 frames at up to 448x256"
+    )
+
+
+@pytest.mark.parametrize(
+    "job",
+    [mp.Job("tune", 8, 64, 64, "bf16", True), mp.Job("sample", 8, 64, 64, "bf16", False)],
+    ids=["tune-checkpointed", "sample"],
+)
+def test_refusal_offers_checkpointing_only_to_tuning_without_it(job: mp.Job) -> None:
+    """Checkpointing changes only tuning's memory; nothing fitting: no option, and no negative free."""
+    planner = FakePlanner(job, peak=GiB, checkpointed=0, fits={"frames": None, "size": None})
+    advice = "nothing of this kind; free memory or use a larger GPU"
+    assert mp.refusal(planner, job, 0, -GiB) == _message(job, "1.10 GiB", "1.00 GiB", "0.00 GiB", "0.00 GiB", advice)
+    assert planner.budgets == [-GiB + mp.CONTEXT_BYTES]
