@@ -612,3 +612,98 @@ def test_refusal_offers_checkpointing_only_to_tuning_without_it(job: mp.Job) -> 
     advice = "nothing of this kind; free memory or use a larger GPU"
     assert mp.refusal(planner, job, 0, -GiB) == _message(job, "1.10 GiB", "1.00 GiB", "0.00 GiB", "0.00 GiB", advice)
     assert planner.budgets == [-GiB + mp.CONTEXT_BYTES]
+
+
+# --- the check before a job: which estimate, for which device --------------------------------------
+
+
+def _weight_bytes(pipe: Any) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+        for t in [*m.parameters(), *m.buffers()]
+    )
+
+
+class Placed:
+    """A pipeline whose weights report another device (no GPU needed to test where they count)."""
+
+    def __init__(self, pipe: Any, device: torch.device) -> None:
+        self._pipe, self.device = pipe, device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+def _capture_refusal(monkeypatch: pytest.MonkeyPatch, answer: Optional[str] = None) -> dict:
+    """Record what the planner check is asked (job, resident weights, free memory of which device)."""
+    seen: dict = {}
+
+    def available(device: torch.device, resident: int) -> int:
+        seen.update(device=device, available_resident=resident)
+        return 123
+
+    def refusal(planner: Any, job: mp.Job, resident: int, available: int) -> Optional[str]:
+        seen.update(planner=planner, job=job, resident=resident, available=available)
+        return answer
+
+    monkeypatch.setattr(mp, "cuda_available", available)
+    monkeypatch.setattr(mp, "refusal", refusal)
+    return seen
+
+
+def test_cuda_jobs_are_planned_with_tunings_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the planner checks the job as it will run: tuning's precision and checkpointing, the
+    target GPU's free memory; a refusal is an InputError with the planner's message."""
+    raw = tiny_pipeline()
+    pipe = inflate(raw.replace(unet=raw.unet.to(torch.bfloat16)))
+    seen = _capture_refusal(monkeypatch)
+    second = torch.device("cuda", 1)
+    mp.check_pipeline_job(pipe, 4, 64, 64, "tune", precision="fp16", checkpointing=False, device="cuda:1")
+    assert seen["job"] == mp.Job("tune", 4, 64, 64, "fp16", False, "flash", "cuda")
+    assert seen["planner"] is mp.planner_for(mp.configs_of(pipe))
+    assert (seen["device"], seen["resident"], seen["available"]) == (second, 0, 123)
+    mp.check_pipeline_job(pipe, 4, 64, 64, "tune", device=second)  # auto: the half weights; CUDA: checkpointing
+    assert seen["job"] == mp.Job("tune", 4, 64, 64, "bf16", True, "flash", "cuda")
+    mp.check_fits(pipe, 4, 64, 64, "tune", device=second)
+    assert seen["job"] == mp.Job("tune", 4, 64, 64, "bf16", True, "flash", "cuda")
+    mp.check_fits(pipe, 4, 64, 64, "sample")  # no device: where the weights are, all of them resident
+    assert seen["job"].device == "cpu" and seen["device"] == torch.device("cpu")
+    assert seen["resident"] == seen["available_resident"] == _weight_bytes(pipe)
+
+    _capture_refusal(monkeypatch, "this tune job needs more than the GPU has")
+    with pytest.raises(InputError) as info:
+        mp.check_pipeline_job(pipe, 4, 64, 64, "tune", device="cuda")
+    assert str(info.value) == "this tune job needs more than the GPU has"
+
+
+@pytest.mark.parametrize(
+    ("weights_on", "job_on", "resident"),
+    [("cuda:0", "cuda", True), ("cuda", "cuda:0", True), ("cuda:1", "cuda:1", True), ("cuda:1", "cuda:0", False)],
+)
+def test_weights_count_as_resident_only_on_the_jobs_gpu(
+    monkeypatch: pytest.MonkeyPatch, weights_on: str, job_on: str, resident: bool
+) -> None:
+    """Weights already on the job's GPU are part of its peak; on another GPU they take no room there."""
+    pipe = inflate(tiny_pipeline())
+    seen = _capture_refusal(monkeypatch)
+    mp.check_fits(Placed(pipe, torch.device(weights_on)), 4, 64, 64, "sample", device=torch.device(job_on))
+    assert seen["resident"] == (_weight_bytes(pipe) if resident else 0)
+
+
+@pytest.mark.parametrize("kind", ["tune", "sample", "invert"])
+def test_other_devices_use_the_simple_estimate(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Off CUDA the job-size estimate decides, with the weights (a quarter more for tuning's trainable
+    state), their element size and the job's device."""
+    pipe = inflate(tiny_pipeline())
+    calls: list = []
+    monkeypatch.setattr(mp, "check_job_size", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(mp, "refusal", lambda *a: pytest.fail("the planner runs only for CUDA jobs"))
+    for device in (None, "mps"):
+        mp.check_pipeline_job(pipe, 4, 64, 48, kind, device=device)
+    w = _weight_bytes(pipe)
+    expected = {"kind": kind, "weight_bytes": w + w // 4 if kind == "tune" else w, "dtype_bytes": 4}
+    assert calls == [
+        ((4, 64, 48), {**expected, "device": torch.device("cpu")}),
+        ((4, 64, 48), {**expected, "device": torch.device("mps")}),
+    ]
