@@ -607,11 +607,15 @@ def test_refusal_arithmetic_and_message() -> None:
     ids=["tune-checkpointed", "sample"],
 )
 def test_refusal_offers_checkpointing_only_to_tuning_without_it(job: mp.Job) -> None:
-    """Checkpointing changes only tuning's memory; nothing fitting: no option, and no negative free."""
-    planner = FakePlanner(job, peak=GiB, checkpointed=0, fits={"frames": None, "size": None})
+    """Checkpointing changes only tuning's memory, so it is offered to no other job (even were its plan
+    to fit); with nothing else fitting the message says so, and a negative free reads 0."""
+    planner = FakePlanner(job, peak=2 * GiB, checkpointed=0, fits={"frames": None, "size": None})
     advice = "nothing of this kind; free memory or use a larger GPU"
-    assert mp.refusal(planner, job, 0, -GiB) == _message(job, "1.10 GiB", "1.00 GiB", "0.00 GiB", "0.00 GiB", advice)
-    assert planner.budgets == [-GiB + mp.CONTEXT_BYTES]
+    assert mp.refusal(planner, job, 0, GiB // 2) == _message(
+        job, "2.20 GiB", "2.00 GiB", "0.00 GiB", "0.50 GiB", advice
+    )
+    assert planner.budgets == [GiB // 2 + mp.CONTEXT_BYTES]
+    assert "0.00 GiB is free" in mp.refusal(planner, job, 0, -GiB)
 
 
 # --- the check before a job: which estimate, for which device --------------------------------------
