@@ -101,7 +101,17 @@ def main() -> int:
         help="rerun only what the module's last run left alive, in a fresh copy with today's tests "
         "(tests only get stronger, so what they killed stays killed); the score line counts the earlier kills",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PATTERN",
+        default=[],
+        help="run only the mutants matching these patterns (fnmatch), e.g. after changing one function: "
+        "'tav.tuning.x_trainable_names*'; the score line then counts just those",
+    )
     args = parser.parse_args()
+    if args.only and args.survivors:
+        parser.error("--only and --survivors do not combine: --only names the mutants to run")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for module in args.modules:
         if module not in TESTS:
@@ -121,6 +131,8 @@ def main() -> int:
             if not alive:
                 print(f"{module}: no survivors to rerun")
                 continue
+        if args.only:
+            alive = list(args.only)
         work = prepare(module)
         env["TAV_MUTANTS_DIR"] = str(work)  # the suite's guard then allows mutmut's files beside the copy
         start = time.monotonic()
@@ -130,7 +142,10 @@ def main() -> int:
             env=env,
         )
         counts = score(work)
-        if args.survivors:  # the fresh copy knows every mutant; only the rerun ones have a verdict
+        if args.only:
+            counts = {k: v for k, v in counts.items() if k != "not checked"}
+            killed, total = counts.get("killed", 0), sum(counts.values())
+        elif args.survivors:  # the fresh copy knows every mutant; only the rerun ones have a verdict
             rerun = {k: v for k, v in counts.items() if k != "not checked"}
             killed = total_before - len(alive) + rerun.get("killed", 0)
             total = total_before
