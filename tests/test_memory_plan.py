@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
@@ -711,3 +712,46 @@ def test_other_devices_use_the_simple_estimate(monkeypatch: pytest.MonkeyPatch, 
         ((4, 64, 48), {**expected, "device": torch.device("cpu")}),
         ((4, 64, 48), {**expected, "device": torch.device("mps")}),
     ]
+
+
+class LinearPlans:
+    """Plans whose total is ``per_frame`` bytes per frame (or per pixel), counting the plans asked for."""
+
+    def __init__(self, per: int, by: str) -> None:
+        self.per, self.by, self.asked = per, by, []
+
+    def __call__(self, job: mp.Job) -> SimpleNamespace:
+        self.asked.append(job)
+        units = job.frames if self.by == "frames" else job.width * job.height
+        return SimpleNamespace(total=self.per * units)
+
+
+def test_what_fits_answers_from_one_frame_to_the_maximum_and_starts_at_the_jobs_own_plan(configs) -> None:
+    """The frame answer covers 1..MAX_FRAMES, and the job's own frame count (whose plan the refusal just
+    made, so it is cached) is the second plan asked: a linear cost is pinned in three plans."""
+    planner = mp.Planner(configs)
+    job = mp.Job("tune", 24, 512, 512)
+    planner.plan = plans = LinearPlans(100, "frames")
+    assert planner._max_frames(job, 24 * 100 + 50) == 24
+    assert [j.frames for j in plans.asked] == [1, 24, 25]
+    assert planner._max_frames(job, 100) == 1
+    assert planner._max_frames(job, 99) is None
+    assert planner._max_frames(job, 10**9) == mp.MAX_FRAMES
+    planner.plan = LinearPlans(1, "pixels")
+    assert planner._max_size(job, 256 * 256) == (256, 256)
+    wide = mp.Job("tune", 24, height=512, width=768)
+    assert planner._max_size(wide, 384 * 256) == (384, 256)  # the aspect is kept
+
+
+def test_one_planner_per_architecture(configs) -> None:
+    """Plans are cached per architecture: the same configs (in any key order, with values JSON cannot
+    write) share one planner; another UNet gets its own, whatever the name or the noise schedule."""
+    same = mp.ModelConfigs(
+        dict(reversed(list(configs.unet.items()))), dict(configs.vae), dict(configs.text_encoder),
+        {"beta_schedule": "linear"}, name="renamed",
+    )  # fmt: skip
+    assert mp.planner_for(same) is mp.planner_for(configs)
+    other = dataclasses.replace(configs, unet={**configs.unet, "cross_attention_dim": 64})
+    assert mp.planner_for(other) is not mp.planner_for(configs)
+    odd = dataclasses.replace(configs, unet={**configs.unet, "extra": Path("x")})
+    assert mp.planner_for(odd) is mp.planner_for(odd) and mp.planner_for(odd) is not mp.planner_for(configs)
