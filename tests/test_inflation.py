@@ -400,7 +400,8 @@ def test_first_window_statistics_are_recorded_then_reused(dtype: torch.dtype) ->
     first, later = torch.randn(3, 4, 5, 7, generator=gen), 3 * torch.randn(3, 4, 5, 7, generator=gen) + 1
     with torch.no_grad():
         got_first = norm(first.to(dtype))
-        torch.testing.assert_close(got_first.float(), plain(first), rtol=0.02, atol=0.02)
+        tol = 1e-5 if dtype == torch.float32 else 0.05
+        torch.testing.assert_close(got_first.float(), plain(first), rtol=tol, atol=tol)
         ctx.shared.record = False
         got = norm(later.to(dtype))
     groups = first.view(3, 2, 2, 5, 7).transpose(0, 1).reshape(2, -1)
@@ -408,10 +409,9 @@ def test_first_window_statistics_are_recorded_then_reused(dtype: torch.dtype) ->
     want = (later.view(3, 2, 2, 5, 7) - mean.view(1, 2, 1, 1, 1)) / (var.view(1, 2, 1, 1, 1) + 1e-2).sqrt()
     want = want.view(3, 4, 5, 7) * source.weight.view(1, 4, 1, 1) + source.bias.view(1, 4, 1, 1)
     assert got.dtype == dtype and got.shape == (3, 4, 5, 7)
-    tol = 1e-5 if dtype == torch.float32 else 0.05
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
-    with pytest.raises(RuntimeError, match=r"^windowed step: statistics batch 1 != window batch 2$"):
-        norm(torch.randn(6, 4, 5, 7).to(dtype))
+    with pytest.raises(RuntimeError, match=r"^windowed step: statistics batch 1 != window batch 3$"):
+        norm(torch.randn(9, 4, 5, 7).to(dtype))
     fresh = VideoGroupNorm(source, FrameContext(3, SharedFrame(norm=True, record=False)))
     with pytest.raises(RuntimeError, match=r"^windowed step: the window holding frame 0 must run first in every step$"):
         fresh(later)
