@@ -743,6 +743,19 @@ def test_what_fits_answers_from_one_frame_to_the_maximum_and_starts_at_the_jobs_
     assert planner._max_size(wide, 384 * 256) == (384, 256)  # the aspect is kept
 
 
+def test_what_fits_sizes_stop_at_the_jobs_own_size_and_are_planned_width_by_height(configs) -> None:
+    """The size answer never exceeds the job's own size (a bigger one was not asked for), includes it
+    (64 px jobs and multiples of 64 alike), and plans each candidate as width x height, not a square."""
+    planner = mp.Planner(configs)
+    planner.plan = LinearPlans(1, "pixels")
+    for side in (64, 100, 512, 576):
+        assert planner._max_size(mp.Job("tune", 8, side, side), 10**12) == (side // 64 * 64 or 64,) * 2
+    wide = mp.Job("tune", 8, height=256, width=512)
+    assert planner._max_size(wide, 512 * 256) == (512, 256)
+    assert planner._max_size(wide, 512 * 256 - 1) == (448, 256)
+    assert planner._max_size(wide, 256 * 128) == (256, 128)  # a square plan would fit (320, 128)
+
+
 def test_one_planner_per_architecture(configs) -> None:
     """Plans are cached per architecture: the same configs (in any key order, with values JSON cannot
     write) share one planner; another UNet gets its own, whatever the name or the noise schedule."""
