@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 
 import torch  # noqa: E402
 from comfy_client import ComfyClient, PromptRejected, error_text  # noqa: E402
+from comfy_process import ComfyProcess  # noqa: E402
 from helpers import load_api, node_of, rel, set_inputs  # noqa: E402
 
 MODES = ("off", "on")
@@ -144,75 +144,16 @@ def check_host(comfy_dir: Path) -> None:
 # --- the host -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Host:
+class Host(ComfyProcess):
     """One ComfyUI server on a throw-away folder set under ``root`` (shared by the modes)."""
 
     def __init__(self, root: Path, comfy_dir: Path, python: str) -> None:
-        self.root, self.comfy_dir, self.python = root, comfy_dir, python
-        self.input, self.output, self.models = root / "input", root / "output", root / "models"
-        for d in (self.input, self.output, root / "temp", root / "user", self.models / "checkpoints"):
-            d.mkdir(parents=True, exist_ok=True)
-        self.proc: Optional[subprocess.Popen] = None
-        self.log = root / "server.log"
-        self.url = ""
-
-    def model_paths(self) -> Path:
-        cfg = self.root / "extra_model_paths.yaml"
-        cfg.write_text(
-            f"tav_dynamic_vram:\n    base_path: {self.models}\n    is_default: true\n    checkpoints: checkpoints\n"
-        )
-        return cfg
+        super().__init__(root, comfy_dir, python, ("checkpoints",), name="tav_dynamic_vram")
 
     def start(self, mode: str, args: list[str]) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = self.root / f"server_{mode}.log"
-        cmd = [
-            self.python, "main.py", "--listen", "127.0.0.1", "--port", str(port),
-            "--disable-auto-launch", "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-            "--output-directory", str(self.output), "--input-directory", str(self.input),
-            "--temp-directory", str(self.root / "temp"), "--user-directory", str(self.root / "user"),
-            "--extra-model-paths-config", str(self.model_paths()), *args,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-        env.setdefault("HF_HUB_OFFLINE", "1")  # the pack ships its tokenizers; never wait on the network
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        client = ComfyClient(self.url)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} during start-up:\n{self.log_tail()}")
-            with contextlib.suppress(OSError):
-                if client.request("GET", "/system_stats", timeout=5)[0] == 200:
-                    return
-            time.sleep(0.5)
-        raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.is_file() else ""
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
+        # the pack ships its tokenizers; never wait on the network
+        env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        self.launch(args, env, log=self.root / f"server_{mode}.log")
 
 
 def prepare_assets(host: Host, checkpoint: Optional[Path]) -> str:
@@ -333,7 +274,7 @@ def run_mode(host: Host, mode: str, case: Case, s: Settings, checkpoint: str) ->
     t0 = time.perf_counter()
     host.start(mode, args)
     try:
-        host.wait_ready()
+        host.wait_ready(timeout=300)
         out["startup_s"] = time.perf_counter() - t0
         log = host.log_text()
         active = ENABLED_LINE in log
