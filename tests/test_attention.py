@@ -206,3 +206,52 @@ def test_attention_variants_match_diffusers_per_frame(variant: dict, image_input
     want = a(x)
     a.set_processor(SparseCausalAttnProcessor(FrameContext(1)))
     torch.testing.assert_close(a(x), want)
+
+
+def test_spatial_norm_attention_matches_diffusers_per_frame() -> None:
+    """An attn1 with a spatial norm (conditioned on ``temb``, as in VAE-style blocks) is normalised
+    before attention, as diffusers does: with one frame the processor is diffusers' own attention."""
+    torch.manual_seed(0)
+    a = Attention(query_dim=32, heads=4, dim_head=8, bias=True, spatial_norm_dim=3).double().eval()
+    x, temb = torch.randn(2, 32, 2, 3, dtype=torch.float64), torch.randn(2, 3, 1, 1, dtype=torch.float64)
+    want = a(x, temb=temb)
+    assert (want - a(x, temb=temb + 1)).abs().max() > 1e-3  # temb matters: the norm is not a no-op here
+    a.set_processor(SparseCausalAttnProcessor(FrameContext(1)))
+    torch.testing.assert_close(a(x, temb=temb), want)
+
+
+def test_frame_mode_ignores_a_windowed_steps_anchor() -> None:
+    """The "frame" ablation has no cross-frame keys, so in a windowed step it neither records frame 0
+    nor needs it: a later window (nothing recorded) is still plain per-frame self-attention."""
+    a = _attn()
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    want = a(x)
+    ctx = FrameContext(3)
+    a.set_processor(SparseCausalAttnProcessor(ctx, mode="frame"))
+    for record in (True, False):
+        ctx.shared = SharedFrame(record=record)
+        torch.testing.assert_close(a(x), want)
+        assert ctx.shared.kv == {}
+
+
+def test_windowed_step_errors_say_what_went_wrong() -> None:
+    """A later window before the recording one, or an anchor of another batch, names the fault."""
+    a = _attn()
+    ctx = FrameContext(2)
+    a.set_processor(SparseCausalAttnProcessor(ctx))
+    x = torch.randn(4, 6, 16, dtype=torch.float64)
+    ctx.shared = SharedFrame(record=False)
+    with pytest.raises(RuntimeError, match="^windowed step: the window holding frame 0 must run first in every step$"):
+        a(x)
+    ctx.shared = SharedFrame()
+    a(x[:2])  # records an anchor of batch 1
+    ctx.shared.record = False
+    with pytest.raises(RuntimeError, match=r"^windowed step: anchor batch 1 != window batch 2$"):
+        a(x)
+
+
+@pytest.mark.parametrize("make", [key_frame_index, lambda mode, f: SparseCausalAttnProcessor(FrameContext(f), mode)])
+def test_unknown_mode_message_lists_every_mode(make) -> None:
+    with pytest.raises(ValueError) as e:
+        make("self", 3)
+    assert str(e.value) == "unknown attention mode 'self': use one of sparse_causal, sparse_causal_self, frame"
