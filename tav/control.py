@@ -174,7 +174,10 @@ def _check_base(sd: Mapping[str, torch.Tensor], model: ControlNetModel, converte
         return
     attn = next((v for k, v in sd.items() if k.endswith("attn2.to_k.weight")), None)
     first = sd.get("input_blocks.0.0.weight")
-    theirs = _base(int(attn.shape[1]) if attn is not None else 0, int(first.shape[0]) if first is not None else 0)
+    if attn is None or first is None:
+        theirs = "an unknown base (the file has no cross-attention or first-block weights to tell)"
+    else:
+        theirs = _base(int(attn.shape[1]), int(first.shape[0]))
     ours = _base(int(config.cross_attention_dim), int(config.block_out_channels[0]))
     raise InputError(
         f"this ControlNet was made for {theirs}, but the pipeline's base model is {ours}: "

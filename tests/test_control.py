@@ -133,14 +133,21 @@ def controlnet_to_ldm(cn: ControlNetModel, unet) -> dict:
     return {"control_model." + k: v for k, v in sd.items()}
 
 
-def test_controlnet_from_original_layout(pipe) -> None:
-    cn = _controlnet(pipe.unet, randomize=True)
+@pytest.mark.parametrize("embedding", [(16, 32, 96, 256), (8, 16, 24, 48)])
+def test_controlnet_from_original_layout(pipe, embedding: tuple[int, ...]) -> None:
+    """Every tensor comes back, whatever the hint embedding's widths (read from the file, not assumed)."""
+    torch.manual_seed(0)
+    cn = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=embedding).eval()
+    with torch.no_grad():
+        for p in cn.parameters():
+            p.normal_(0, 0.05)
     loaded = controlnet_from_ldm(controlnet_to_ldm(cn, pipe.unet), inflate(pipe).unet)
     a, b = cn.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="not a ControlNet"):
+    with pytest.raises(ValueError) as e:
         controlnet_from_ldm({"x": torch.zeros(1)}, pipe.unet)
+    assert str(e.value) == "not a ControlNet state dict: it has no input_hint_block (T2I-Adapters are not supported)"
 
 
 def test_a_hint_per_frame_or_a_refusal(pipe) -> None:
@@ -174,6 +181,16 @@ def test_a_controlnet_for_another_base_model_is_named(pipe) -> None:
     assert "made for another base (48-wide text embeddings, 32 channels in its first block)" in message
     assert "the pipeline's base model is another base (32-wide text embeddings, 32 channels" in message
     assert message.endswith("load a ControlNet made for this base model")
+    # a file without the tensors that tell its base is still refused in words, not with a crash
+    for lacking in ("attn2.to_k.weight", "control_model.input_blocks.0.0.weight"):
+        partial = {k: v for k, v in sd.items() if not k.endswith(lacking)}
+        with pytest.raises(InputError) as info:
+            controlnet_from_ldm(partial, inflate(pipe).unet)
+        assert str(info.value) == (
+            "this ControlNet was made for an unknown base (the file has no cross-attention or first-block weights "
+            "to tell), but the pipeline's base model is another base (32-wide text embeddings, 32 channels in its "
+            "first block): load a ControlNet made for this base model"
+        )
 
 
 def test_schedule_sigma_clamps_and_interpolates_up_to_the_last_timestep(pipe) -> None:
@@ -205,8 +222,9 @@ def test_a_wide_hint_keeps_its_centre() -> None:
 def test_residuals_refuse_a_hint_of_another_frame_count() -> None:
     from tav.control import residuals
 
-    with pytest.raises(ValueError, match="hint has 3 frames but the video has a different count"):
+    with pytest.raises(ValueError) as e:
         residuals(Control(None, torch.rand(3, 8, 8, 3)), torch.zeros(4, 4, 1, 1), torch.tensor(1), torch.zeros(4, 1, 8))
+    assert str(e.value) == "the ControlNet hint has 3 frames but the video has a different count"
 
 
 def test_residuals_of_an_rgba_hint_on_non_square_frames_are_its_rgb_ones(pipe) -> None:
@@ -236,9 +254,14 @@ def test_controlnet_loads_for_2d_and_inflated_unets_frozen(pipe) -> None:
 
 def test_a_controlnet_missing_tensors_is_refused_with_counts(pipe) -> None:
     sd = controlnet_to_ldm(_controlnet(pipe.unet, randomize=False), pipe.unet)
-    del sd["control_model.zero_convs.0.0.weight"]
-    with pytest.raises(ValueError, match=r"does not match the model's architecture .*: 1 missing keys"):
+    for i in range(3):
+        del sd[f"control_model.zero_convs.{i}.0.weight"]
+    with pytest.raises(ValueError) as e:
         controlnet_from_ldm(sd, pipe.unet)
+    assert str(e.value) == (
+        "this ControlNet does not match the model's architecture (is it for SD 1.x vs 2.x?): 3 missing keys "
+        "(e.g. ['controlnet_down_blocks.0.weight', 'controlnet_down_blocks.1.weight']), 0 unexpected (e.g. [])"
+    )
 
 
 def test_base_model_families_are_named() -> None:
