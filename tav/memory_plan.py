@@ -415,10 +415,8 @@ class Planner:
         def total(wh: tuple[int, int]) -> int:
             return self.plan(dataclasses.replace(job, width=wh[0], height=wh[1])).total
 
-        own = (job.width, job.height)
-        i = largest_within(
-            sizes, total, budget, x=lambda wh: wh[0] * wh[1], start=sizes.index(own) if own in sizes else None
-        )
+        # no start: a job with sides in 64 px steps is the last candidate, which the search asks second anyway
+        i = largest_within(sizes, total, budget, x=lambda wh: wh[0] * wh[1])
         return None if i is None else sizes[i]
 
 

@@ -281,20 +281,28 @@ SIDES = list(range(1, 65))  # sizes: 64 px steps up to 4096, cost read along the
     ids=["linear", "quadratic", "concave", "pixels-flash", "pixels-math", "steps", "cliff"],
 )
 def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bool) -> None:
-    """Any increasing cost: at most SEARCH_PLANS plans and never an answer over budget; the exact edge
-    for the shapes memory takes (linear or quadratic in frames and in pixels)."""
+    """Any increasing cost, from any start (none, the first item, one inside, the last): at most
+    SEARCH_PLANS plans, none asked twice, and never an answer over budget; the exact edge for the shapes
+    memory takes (linear or quadratic in frames and in pixels)."""
     x = (lambda m: m * m) if items is SIDES else float
     calls: list[int] = []
-    for n in (1, 2, 5, 37, len(items) // 2, len(items) - 1, len(items)):
-        for budget in (cost(n), cost(n) + 1, cost(n + 1) - 1):
-            edge = max((i for i, m in enumerate(items) if cost(m) <= budget), default=None)
-            calls.clear()
-            i = mp.largest_within(items, lambda m: calls.append(m) or cost(m), budget, x=x, start=len(items) - 1)
-            assert len(calls) <= mp.SEARCH_PLANS, calls
-            assert (i is None) == (edge is None)
-            assert i is None or cost(items[i]) <= budget
-            if exact:
-                assert i == edge, (budget, i, edge, calls)
+
+    def ask(m: int) -> int:
+        assert m not in calls, f"plan {m} asked twice: {calls}"  # a repeat would also never end the search
+        calls.append(m)
+        return cost(m)
+
+    for start in (None, 0, len(items) // 3, len(items) - 1):
+        for n in (1, 2, 5, 37, len(items) // 2, len(items) - 1, len(items)):
+            for budget in (cost(n), cost(n) + 1, cost(n + 1) - 1):
+                edge = max((i for i, m in enumerate(items) if cost(m) <= budget), default=None)
+                calls.clear()
+                i = mp.largest_within(items, ask, budget, x=x, start=start)
+                assert len(calls) <= mp.SEARCH_PLANS, calls
+                assert (i is None) == (edge is None)
+                assert i is None or cost(items[i]) <= budget
+                if exact:
+                    assert i == edge, (start, budget, i, edge, calls)
     assert mp.largest_within(items, cost, cost(items[0]) - 1) is None
 
 
@@ -756,6 +764,26 @@ def test_what_fits_sizes_stop_at_the_jobs_own_size_and_are_planned_width_by_heig
     assert planner._max_size(wide, 256 * 128) == (256, 128)  # a square plan would fit (320, 128)
 
 
+@pytest.mark.parametrize(("width", "height"), [(512, 256), (768, 512), (1024, 320), (520, 312)])
+def test_what_fits_sizes_are_exact_in_a_few_plans_when_memory_is_linear_in_pixels(configs, width, height) -> None:
+    """Memory close to linear in pixels (fused attention kernels) is interpolated along the area: at
+    every budget in 64x64-pixel steps the answer is within it, grows with it, is exact where the budget
+    is a candidate's own size, and takes at most 5 plans (a job whose sides are not multiples of 64 has
+    no own size among the candidates: the search then starts from the largest)."""
+    planner = mp.Planner(configs)
+    job = mp.Job("tune", 8, height=height, width=width)
+    answers = []
+    for k in range(1, width * height // 4096 + 3):
+        planner.plan = plans = LinearPlans(1, "pixels")
+        answer = planner._max_size(job, k * 4096)
+        assert answer[0] * answer[1] <= k * 4096 and len(plans.asked) <= 5, (k, answer, len(plans.asked))
+        assert not answers or answer[0] * answer[1] >= answers[-1][0] * answers[-1][1]
+        answers.append(answer)
+    for answer in set(answers):
+        assert answers[answer[0] * answer[1] // 4096 - 1] == answer
+    assert answers[0] == (64, 64) and abs(answers[-1][0] / answers[-1][1] - width / height) < 0.2
+
+
 def test_one_planner_per_architecture(configs) -> None:
     """Plans are cached per architecture: the same configs (in any key order, with values JSON cannot
     write) share one planner; another UNet gets its own, whatever the name or the noise schedule."""
@@ -768,3 +796,14 @@ def test_one_planner_per_architecture(configs) -> None:
     assert mp.planner_for(other) is not mp.planner_for(configs)
     odd = dataclasses.replace(configs, unet={**configs.unet, "extra": Path("x")})
     assert mp.planner_for(odd) is mp.planner_for(odd) and mp.planner_for(odd) is not mp.planner_for(configs)
+
+
+def test_the_planners_pipeline_skips_weight_initialisation_and_keeps_the_models_name(configs, monkeypatch) -> None:
+    """Plans need shapes, not values: the planner's pipeline is built without initialising weights (a
+    real SD UNet's initialisation takes seconds); built either way, it is named after the model."""
+    calls: list[int] = []
+    real = torch.nn.init.kaiming_uniform_
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert mp.build_pipeline(configs, torch.float32).source == configs.name and calls
+    calls.clear()
+    assert mp.build_pipeline(configs, torch.float32, init=False).source == configs.name and calls == []
