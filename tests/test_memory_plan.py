@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+import numpy as np
 import pytest
 import torch
 
@@ -749,6 +752,40 @@ def test_what_fits_answers_from_one_frame_to_the_maximum_and_starts_at_the_jobs_
     assert planner._max_size(job, 256 * 256) == (256, 256)
     wide = mp.Job("tune", 24, height=512, width=768)
     assert planner._max_size(wide, 384 * 256) == (384, 256)  # the aspect is kept
+
+
+def _bent_costs() -> dict[str, Callable[[int], int]]:
+    """Increasing costs that neither a line nor a parabola fits: powers, a peak that switches phase
+    (a kink up) or slows down (a kink down), logarithmic and exponential growth."""
+    costs: dict[str, Callable[[int], int]] = {
+        f"f^{p}": lambda f, p=p: int(1000 + 50 * f**p) for p in (0.5, 0.75, 1.25, 1.5, 3)
+    }
+    for k in (100, 300, 600):
+        costs[f"kink up at {k}"] = lambda f, k=k: 1000 + 10 * f + 200 * max(0, f - k)
+        costs[f"kink down at {k}"] = lambda f, k=k: 1000 + 200 * f - 190 * max(0, f - k)
+    costs["log"] = lambda f: int(1000 + 5000 * math.log(f))
+    costs["exp"] = lambda f: int(1000 + math.exp(f / 60))
+    return costs
+
+
+def test_what_fits_on_bent_costs_is_often_exact_and_rarely_far_off() -> None:
+    """Where interpolation cannot be exact, the search still finds the edge for at least half of the
+    budgets, and its bisection fallback (two guesses in a row on one side) keeps the bad tail short:
+    95 % of answers are at least 45 % of the edge. Measured when written: 51 % exact, 5th percentile
+    0.52; pure interpolation is more often exact (71 %) but has a long tail (5th percentile 0.21).
+    A change that trades one for the other must be a deliberate choice, made here."""
+    exact, ratios = 0, []
+    for cost in _bent_costs().values():
+        for n in range(1, mp.MAX_FRAMES + 1, 21):
+            for start in (None, 300):
+                budget = cost(n)
+                i = mp.largest_within(FRAMES, cost, budget, start=start)
+                edge = max(j for j, f in enumerate(FRAMES) if cost(f) <= budget)
+                exact += i == edge
+                ratios.append(FRAMES[i] / FRAMES[edge])
+    assert exact / len(ratios) >= 0.5 and float(np.quantile(ratios, 0.05)) >= 0.45, (
+        exact / len(ratios), float(np.quantile(ratios, 0.05)),
+    )  # fmt: skip
 
 
 def test_what_fits_sizes_stop_at_the_jobs_own_size_and_are_planned_width_by_height(configs) -> None:
