@@ -26,6 +26,14 @@ from tav.validation import InputError
 from tests.tiny import tiny_pipeline
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_remembered_plans() -> None:
+    """Planners are cached per process (``planner_for``): this module starts without any, so every plan
+    it checks is made by the code under test, never remembered from an earlier session in the same
+    process (mutation testing forks each run from a process that has planned already)."""
+    mp._PLANNERS.clear()
+
+
 @pytest.fixture(scope="module")
 def configs() -> mp.ModelConfigs:
     return mp.configs_of(tiny_pipeline())
