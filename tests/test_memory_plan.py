@@ -852,3 +852,19 @@ def test_the_planners_pipeline_skips_weight_initialisation_and_keeps_the_models_
     assert mp.build_pipeline(configs, torch.float32).source == configs.name and calls
     calls.clear()
     assert mp.build_pipeline(configs, torch.float32, init=False).source == configs.name and calls == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "phases"), [("tune", ["encode", "tune"]), ("invert", ["encode", "invert"]), ("sample", ["sample", "decode"])]
+)
+def test_each_phase_is_run_measured_and_announced_to_the_probe(configs, kind: str, phases: list[str]) -> None:
+    """A job's phases run in order, each with its live bytes at the start and a peak above them, and the
+    benchmarks' probe (which reads process memory there) hears of each just before and just after it."""
+    pipe = mp.build_pipeline(configs, torch.float32)
+    seen: list[tuple[str, bool]] = []
+    with LiveBytes() as live:
+        job = mp.Job(kind, 2, 64, 64, "fp32", False, device="cpu")
+        peaks = mp.run_phases(pipe, job, live, steps=1, probe=lambda phase, started: seen.append((phase, started)))
+    assert seen == [(phase, started) for phase in phases for started in (True, False)]
+    assert list(peaks) == phases
+    assert all(set(p) == {"start", "peak"} and p["peak"] > p["start"] >= 0 for p in peaks.values()), peaks
