@@ -26,11 +26,12 @@ from tav.validation import InputError
 from tests.tiny import tiny_pipeline
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _no_remembered_plans() -> None:
-    """Planners are cached per process (``planner_for``): this module starts without any, so every plan
-    it checks is made by the code under test, never remembered from an earlier session in the same
-    process (mutation testing forks each run from a process that has planned already)."""
+    """Every test plans afresh. Planners are cached per process (``planner_for``) and each keeps its
+    plans, so a test asking for a plan an earlier test made would run no planning code: its checks
+    would pass whatever that code does now, and mutation testing (which runs, for a mutant, only the
+    tests it saw calling the mutated function) would never run them against it."""
     mp._PLANNERS.clear()
 
 
@@ -39,7 +40,7 @@ def configs() -> mp.ModelConfigs:
     return mp.configs_of(tiny_pipeline())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def planner(configs: mp.ModelConfigs) -> mp.Planner:
     return mp.planner_for(configs)  # the CLI's planner too: plans are shared (fake runs take seconds)
 
