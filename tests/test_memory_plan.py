@@ -856,7 +856,8 @@ def test_the_planners_pipeline_skips_weight_initialisation_and_keeps_the_models_
 
 
 @pytest.mark.parametrize(
-    ("kind", "phases"), [("tune", ["encode", "tune"]), ("invert", ["encode", "invert"]), ("sample", ["sample", "decode"])]
+    ("kind", "phases"),
+    [("tune", ["encode", "tune"]), ("invert", ["encode", "invert"]), ("sample", ["sample", "decode"])],
 )
 def test_each_phase_is_run_measured_and_announced_to_the_probe(configs, kind: str, phases: list[str]) -> None:
     """A job's phases run in order, each with its live bytes at the start and a peak above them, and the
@@ -869,3 +870,17 @@ def test_each_phase_is_run_measured_and_announced_to_the_probe(configs, kind: st
     assert seen == [(phase, started) for phase in phases for started in (True, False)]
     assert list(peaks) == phases
     assert all(set(p) == {"start", "peak"} and p["peak"] > p["start"] >= 0 for p in peaks.values()), peaks
+
+
+def test_a_plan_is_its_largest_phase_split_into_weights_optimizer_gradients_and_the_rest() -> None:
+    """The phase with the largest peak decides (the VAE's encode can outgrow tuning at large sizes);
+    only tuning holds AdamW's two fp32 moments, fp32 gradients and, under autocast, fp32 masters."""
+    job = mp.Job("tune", 4, 64, 64, "bf16", True, device="cuda")
+    phases = {"encode": {"start": 10, "peak": 5000}, "tune": {"start": 10, "peak": 4000}}
+    plan = mp.split(job, phases, 1000, 10)
+    assert (plan.phase, plan.weights, plan.optimizer, plan.gradients, plan.activations) == ("encode", 1000, 0, 0, 4000)
+    phases["tune"]["peak"] = 6000
+    plan = mp.split(job, phases, 1000, 10)
+    assert (plan.phase, plan.weights, plan.optimizer, plan.gradients, plan.peak) == ("tune", 1040, 80, 40, 6000)
+    fp32 = mp.split(dataclasses.replace(job, precision="fp32"), phases, 1000, 10)
+    assert (fp32.weights, fp32.optimizer, fp32.gradients, fp32.activations) == (1000, 80, 40, 6000 - 1120)
