@@ -884,3 +884,21 @@ def test_a_plan_is_its_largest_phase_split_into_weights_optimizer_gradients_and_
     assert (plan.phase, plan.weights, plan.optimizer, plan.gradients, plan.peak) == ("tune", 1040, 80, 40, 6000)
     fp32 = mp.split(dataclasses.replace(job, precision="fp32"), phases, 1000, 10)
     assert (fp32.weights, fp32.optimizer, fp32.gradients, fp32.activations) == (1000, 80, 40, 6000 - 1120)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "train"}, "kind must be one of ('tune', 'invert', 'sample'), got 'train'"),
+        ({"precision": "fp8"}, "precision must be one of ['bf16', 'fp16', 'fp32'], got 'fp8'"),
+        ({"attention": "sdpa"}, "attention must be one of ('flash', 'math'), got 'sdpa'"),
+        ({"device": "mps"}, "device must be cuda or cpu, got 'mps'"),
+        ({"frames": 0}, "need at least 1 frame of 8x8 pixels, got 0 of 64x64"),
+        ({"height": 4}, "need at least 1 frame of 8x8 pixels, got 4 of 64x4"),
+        ({"width": 4}, "need at least 1 frame of 8x8 pixels, got 4 of 4x64"),
+    ],
+)
+def test_a_job_the_planner_cannot_plan_names_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        dataclasses.replace(TUNE_CPU, **change).check()
+    assert str(e.value) == message
