@@ -902,3 +902,13 @@ def test_a_job_the_planner_cannot_plan_names_the_field(change: dict, message: st
     with pytest.raises(ValueError) as e:
         dataclasses.replace(TUNE_CPU, **change).check()
     assert str(e.value) == message
+
+
+def test_fp16_tuning_is_planned_as_bf16_and_keeps_its_job(planner) -> None:
+    """fp16 tuning takes bf16's memory (same sizes, same autocast op lists); it is planned as bf16
+    because GradScaler's inf check needs values, which a fake run has not. Sampling in fp16 is planned as is."""
+    fp16 = dataclasses.replace(TUNE_CUDA, precision="fp16")
+    plan = planner.plan(fp16)
+    assert plan.job == fp16 and dataclasses.replace(plan, job=TUNE_CUDA) == planner.plan(TUNE_CUDA)
+    sample = mp.Job("sample", 4, 64, 64, "fp16", device="cuda")
+    assert planner.plan(sample).weights < planner.plan(dataclasses.replace(sample, precision="fp32")).weights
