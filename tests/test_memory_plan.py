@@ -42,7 +42,7 @@ def configs() -> mp.ModelConfigs:
 
 @pytest.fixture
 def planner(configs: mp.ModelConfigs) -> mp.Planner:
-    return mp.planner_for(configs)  # the CLI's planner too: plans are shared (fake runs take seconds)
+    return mp.planner_for(configs)  # the CLI's planner, made afresh for each test (see above)
 
 
 def _real(configs: mp.ModelConfigs, job: mp.Job) -> tuple[int, dict]:
