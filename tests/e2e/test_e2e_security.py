@@ -54,7 +54,9 @@ def sec(comfy_server: ComfyServer, client: ComfyClient, tiny_sd15: str) -> Itera
     assert entry["status"]["status_str"] == "success", error_text(entry)
     good_tuned = sorted((s.models / "tuneavideo" / SEC).glob("good_*.safetensors"))[-1]
     shutil.copy(good_tuned, out / "outside.safetensors")
-    shutil.copy(s.models / "checkpoints" / tiny_sd15, out / "outside_ckpt.safetensors")
+    # a hard link, not a copy: the same 900 MB file under a second path outside ComfyUI's folders
+    (out / "outside_ckpt.safetensors").unlink(missing_ok=True)
+    os.link(s.models / "checkpoints" / tiny_sd15, out / "outside_ckpt.safetensors")
     shutil.copytree(s.models / "diffusers" / "rel-tiny", out / "outside-pipe", dirs_exist_ok=True)
     (out / "writes").mkdir(exist_ok=True)
 
