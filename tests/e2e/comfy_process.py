@@ -41,8 +41,8 @@ class ComfyProcess:
         for d in (self.input, self.output, self.temp, self.user, *(self.models / k for k in self.model_kinds)):
             d.mkdir(parents=True, exist_ok=True)
         self.log = root / "server.log"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # each launch() picks a free one
+        self.url = ""
         self.proc: Optional[subprocess.Popen] = None
 
     def write_model_paths(self) -> Path:
