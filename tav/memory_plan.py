@@ -452,7 +452,9 @@ def largest_within(
         return None
     lo, hi = 0, len(items)  # items[lo] fits; items[hi] does not (len(items): none known not to)
     sides: list[bool] = []  # whether each interpolated guess fitted
-    while hi - lo > 1 and len(known) < SEARCH_PLANS:
+    for _ in range(SEARCH_PLANS - 1):  # a count, not a condition on what is known: it ends, whatever it guesses
+        if hi - lo <= 1:
+            break
         if len(known) == 1:
             guess = start if start is not None and lo < start < hi else hi - 1
         elif sides[-2:] in ([True, True], [False, False]) and hi < len(items):

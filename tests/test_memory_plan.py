@@ -300,7 +300,7 @@ def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bo
     calls: list[int] = []
 
     def ask(m: int) -> int:
-        assert m not in calls, f"plan {m} asked twice: {calls}"  # a repeat would also never end the search
+        assert m not in calls, f"plan {m} asked twice: {calls}"  # a repeat is a plan wasted
         calls.append(m)
         return cost(m)
 
@@ -791,7 +791,7 @@ def test_what_fits_on_bent_costs_is_often_exact_and_rarely_far_off() -> None:
                 asked: set[int] = set()
 
                 def ask(f: int, cost=cost, asked=asked) -> int:
-                    assert f not in asked, f"{f} frames asked twice"  # a repeat would never end the search
+                    assert f not in asked, f"{f} frames asked twice"  # a repeat is a plan wasted
                     asked.add(f)
                     return cost(f)
 
