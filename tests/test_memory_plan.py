@@ -903,12 +903,19 @@ def test_a_plan_is_its_largest_phase_split_into_weights_optimizer_gradients_and_
         ({"frames": 0}, "need at least 1 frame of 8x8 pixels, got 0 of 64x64"),
         ({"height": 4}, "need at least 1 frame of 8x8 pixels, got 4 of 64x4"),
         ({"width": 4}, "need at least 1 frame of 8x8 pixels, got 4 of 4x64"),
+        ({"height": 7}, "need at least 1 frame of 8x8 pixels, got 4 of 64x7"),
+        ({"width": 7}, "need at least 1 frame of 8x8 pixels, got 4 of 7x64"),
     ],
 )
 def test_a_job_the_planner_cannot_plan_names_the_field(change: dict, message: str) -> None:
     with pytest.raises(ValueError) as e:
         dataclasses.replace(TUNE_CPU, **change).check()
     assert str(e.value) == message
+
+
+def test_the_smallest_job_the_planner_takes_is_one_frame_of_8x8() -> None:
+    """One latent pixel (8x8 image pixels) in one frame is the least a model can run on: it is planned."""
+    dataclasses.replace(TUNE_CPU, frames=1, height=8, width=8).check()
 
 
 def test_fp16_tuning_is_planned_as_bf16_and_keeps_its_job(planner) -> None:
