@@ -84,6 +84,7 @@ JOBS = [
     TUNE_CPU,
     TUNE_CUDA,
     dataclasses.replace(TUNE_CPU, attention="math"),
+    dataclasses.replace(TUNE_CPU, precision="bf16"),  # CPU autocast's own op lists, not CUDA's
     mp.Job("sample", 4, 64, 64, "bf16", device="cuda"),
 ]
 
