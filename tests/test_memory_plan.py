@@ -915,7 +915,7 @@ def test_a_job_the_planner_cannot_plan_names_the_field(change: dict, message: st
 
 
 def test_the_smallest_job_the_planner_takes_is_one_frame_of_8x8() -> None:
-    """One latent pixel (8x8 image pixels) in one frame is the least a model can run on: it is planned."""
+    """One latent pixel (8x8 image pixels) in one frame is the least a model can run on: the check lets it through."""
     dataclasses.replace(TUNE_CPU, frames=1, height=8, width=8).check()
 
 
