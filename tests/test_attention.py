@@ -237,14 +237,14 @@ def test_frame_mode_ignores_a_windowed_steps_anchor() -> None:
 def test_windowed_step_errors_say_what_went_wrong() -> None:
     """A later window before the recording one, or an anchor of another batch, names the fault."""
     a = _attn()
-    ctx = FrameContext(2)
+    ctx = FrameContext(3)  # 3 frames, 2 videos: the batch is not the frame count
     a.set_processor(SparseCausalAttnProcessor(ctx))
-    x = torch.randn(4, 6, 16, dtype=torch.float64)
+    x = torch.randn(6, 6, 16, dtype=torch.float64)
     ctx.shared = SharedFrame(record=False)
     with pytest.raises(RuntimeError, match="^windowed step: the window holding frame 0 must run first in every step$"):
         a(x)
     ctx.shared = SharedFrame()
-    a(x[:2])  # records an anchor of batch 1
+    a(x[:3])  # records an anchor of batch 1
     ctx.shared.record = False
     with pytest.raises(RuntimeError, match=r"^windowed step: anchor batch 1 != window batch 2$"):
         a(x)
