@@ -280,6 +280,18 @@ FRAMES = list(range(1, mp.MAX_FRAMES + 1))
 SIDES = list(range(1, 65))  # sizes: 64 px steps up to 4096, cost read along the pixel count
 
 
+def _asking_once(cost: Callable[[int], int]) -> tuple[Callable[[int], int], list[int]]:
+    """``cost`` that fails on a plan asked twice (a repeat is a plan wasted), and the list of plans asked."""
+    calls: list[int] = []
+
+    def ask(m: int) -> int:
+        assert m not in calls, f"plan {m} asked twice: {calls}"
+        calls.append(m)
+        return cost(m)
+
+    return ask, calls
+
+
 @pytest.mark.parametrize(
     ("items", "cost", "exact"),
     [
@@ -298,18 +310,11 @@ def test_what_fits_search_is_bounded_and_right(items: list[int], cost, exact: bo
     SEARCH_PLANS plans, none asked twice, and never an answer over budget; the exact edge for the shapes
     memory takes (linear or quadratic in frames and in pixels)."""
     x = (lambda m: m * m) if items is SIDES else float
-    calls: list[int] = []
-
-    def ask(m: int) -> int:
-        assert m not in calls, f"plan {m} asked twice: {calls}"  # a repeat is a plan wasted
-        calls.append(m)
-        return cost(m)
-
     for start in (None, 0, len(items) // 3, len(items) - 1):
         for n in (1, 2, 5, 37, len(items) // 2, len(items) - 1, len(items)):
             for budget in (cost(n), cost(n) + 1, cost(n + 1) - 1):
                 edge = max((i for i, m in enumerate(items) if cost(m) <= budget), default=None)
-                calls.clear()
+                ask, calls = _asking_once(cost)
                 i = mp.largest_within(items, ask, budget, x=x, start=start)
                 assert len(calls) <= mp.SEARCH_PLANS, calls
                 assert (i is None) == (edge is None)
@@ -789,14 +794,7 @@ def test_what_fits_on_bent_costs_is_often_exact_and_rarely_far_off() -> None:
         for n in range(1, mp.MAX_FRAMES + 1, 21):
             for start in (None, 300):
                 budget = cost(n)
-                asked: set[int] = set()
-
-                def ask(f: int, cost=cost, asked=asked) -> int:
-                    assert f not in asked, f"{f} frames asked twice"  # a repeat is a plan wasted
-                    asked.add(f)
-                    return cost(f)
-
-                i = mp.largest_within(FRAMES, ask, budget, start=start)
+                i = mp.largest_within(FRAMES, _asking_once(cost)[0], budget, start=start)
                 edge = max(j for j, f in enumerate(FRAMES) if cost(f) <= budget)
                 exact += i == edge
                 ratios.append(FRAMES[i] / FRAMES[edge])
